@@ -1,0 +1,171 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from _fit_models import TinyFactor, tiny_data
+
+from pgm_lab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from pgm_lab.train import fit, resolve_device, save_checkpoint_atomic, scale_plate
+
+HERE = Path(__file__).parent
+
+
+def test_fit_decreases_loss_and_returns_history():
+    m = TinyFactor()
+    hist = fit(m.model, m.guide, tiny_data(), optim=pyro.optim.Adam({"lr": 0.05}), epochs=15,
+               batch_size=16, device="cpu", progress=False)
+    assert len(hist.epochs) == 15
+    assert hist.loss[-1] < 0.5 * hist.loss[0]
+    assert all(r.steps == 6 and r.seconds > 0 for r in hist.epochs)
+
+
+def test_scale_plate_scales_local_sites_only():
+    def model(x):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(w, 1.0), obs=x)
+
+    x = torch.randn(5)
+    tr = pyro.poutine.trace(scale_plate(model, "data", 4.0)).get_trace(x)
+    tr.compute_log_prob()
+    assert tr.nodes["w"]["scale"] == 1.0
+    assert tr.nodes["x"]["scale"] == 4.0
+
+
+def test_minibatch_loss_is_unbiased_for_full_data_loss():
+    # With a guide equal to the prior-free delta of a global site, the Trace_ELBO loss is
+    # deterministic, so the mean over all minibatches of one epoch must equal the full loss.
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.3))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    x = torch.randn(40)
+    elbo = pyro.infer.Trace_ELBO()
+    full = elbo.loss(model, lambda x: None, x)
+    parts = [elbo.loss(scale_plate(model, "data", 40 / 8), lambda x: None, x[i:i + 8])
+             for i in range(0, 40, 8)]
+    assert math.isclose(sum(parts) / len(parts), full, rel_tol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
+@pytest.mark.parametrize("poison", ["param", "factor", "factor_unvalidated"])
+def test_nan_raises_training_error_with_epoch_and_step(tmp_path, poison):
+    calls = {"n": 0}
+
+    def model(x):
+        scale = pyro.param("scale", torch.tensor(1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(0.0, scale), obs=x)
+        if poison.startswith("factor") and calls["n"] == 5:
+            pyro.factor("bad", torch.tensor(float("nan")))
+
+    def guide(x):
+        calls["n"] += 1
+        if poison == "param" and calls["n"] == 5:  # epoch 2 (2 steps per epoch), step 0
+            pyro.get_param_store()["scale"].data.fill_(float("nan"))
+
+    ckpt = tmp_path / "ck.pt"
+    msg = {"param": "scale", "factor": "invalid values", "factor_unvalidated": "loss is nan"}
+    with pytest.raises(TrainingError, match=msg[poison] + r".* epoch 2, step 0.*ck\.pt"):
+        with pyro.validation_enabled(poison != "factor_unvalidated"):
+            fit(model, guide, torch.randn(8), epochs=5, batch_size=4, device="cpu",
+                checkpoint=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2  # last good checkpoint kept
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint_atomic({"a": torch.ones(3)}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint_atomic({"a": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    torch.testing.assert_close(torch.load(path)["a"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_history_json_written_beside_checkpoint(tmp_path):
+    m = TinyFactor()
+    ckpt = tmp_path / "run" / "model.pt"
+    hist = fit(m.model, m.guide, tiny_data(), epochs=3, batch_size=32, device="cpu",
+               checkpoint=ckpt, progress=False)
+    saved = json.loads((tmp_path / "run" / "model.history.json").read_text())
+    assert [e["loss"] for e in saved["epochs"]] == hist.loss
+
+
+def _run_script(ckpt, epochs, resume, kill, out):
+    return subprocess.run(
+        [sys.executable, str(HERE / "_fit_models.py"), str(ckpt), str(epochs), resume, kill,
+         str(out)], cwd=HERE, capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
+    full = _run_script(tmp_path / "full.pt", 6, "0", "-", tmp_path / "full_params.pt")
+    assert full.returncode == 0, full.stderr
+    # 6 steps per epoch: step 22 is in the middle of epoch 3 (0-based).
+    killed = _run_script(tmp_path / "ck.pt", 6, "0", "22", tmp_path / "unused.pt")
+    assert killed.returncode == -9
+    assert torch.load(tmp_path / "ck.pt", weights_only=False)["epoch"] == 3
+    resumed = _run_script(tmp_path / "ck.pt", 6, "1", "-", tmp_path / "resumed_params.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = torch.load(tmp_path / "full_params.pt"), torch.load(tmp_path / "resumed_params.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    hist = json.loads((tmp_path / "ck.history.json").read_text())
+    assert [e["epoch"] for e in hist["epochs"]] == list(range(6))
+
+
+def test_resume_from_garbage_checkpoint_raises(tmp_path):
+    ckpt = tmp_path / "bad.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    m = TinyFactor()
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        fit(m.model, m.guide, tiny_data(), epochs=1, device="cpu", checkpoint=ckpt,
+            resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"epochs": -1}, ConfigError, "epochs"),
+        ({"batch_size": 0}, ConfigError, "batch_size"),
+        ({"resume": True}, ConfigError, "checkpoint"),
+        ({"device": "tpu9"}, ConfigError, "device"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    m = TinyFactor()
+    with pytest.raises(exc, match=match):
+        fit(m.model, m.guide, tiny_data(), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (torch.tensor([[0.1, float("nan")]]), "NaN"),
+        ((torch.zeros(3, 2), torch.zeros(4)), "first dimension"),
+        (torch.zeros(0, 4), "empty"),
+        ("abc", "tensor"),
+    ],
+)
+def test_bad_data(data, match):
+    with pytest.raises(DataError, match=match):
+        fit(lambda x: None, None, data, progress=False)
+
+
+def test_resolve_device_auto_is_cpu_without_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
