@@ -141,7 +141,7 @@ def _load_mnist(
 
     try:
         ds = MNIST(str(data_dir), train=(split == "train"), download=False)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, OSError, AssertionError) as exc:  # torchvision asserts
         raise DataError(f"cannot read the MNIST IDX files in {raw}: {exc}") from exc
     x = ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0
     return x, ds.targets.to(torch.int64)
