@@ -24,7 +24,7 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.poutine.messenger import Messenger
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 
