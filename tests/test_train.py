@@ -169,3 +169,48 @@ def test_bad_data(data, match):
 def test_resolve_device_auto_is_cpu_without_cuda():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_progress_quiet_off_terminal_and_in_ci(monkeypatch, capsys):
+    from pgm_lab.train import progress_enabled
+
+    monkeypatch.setenv("CI", "true")
+    assert progress_enabled(None) is False
+    assert progress_enabled(True) is True and progress_enabled(False) is False
+    m = TinyFactor()
+    fit(m.model, m.guide, tiny_data(), epochs=1, device="cpu")
+    assert capsys.readouterr().err == ""
+
+
+def test_callback_can_stop_training():
+    m = TinyFactor()
+    seen = []
+
+    def stop_after_two(epoch, record):
+        seen.append((epoch, record.loss))
+        return epoch == 1
+
+    hist = fit(m.model, m.guide, tiny_data(), epochs=10, device="cpu", progress=False,
+               callbacks=[stop_after_two])
+    assert len(hist.epochs) == 2 and [e for e, _ in seen] == [0, 1]
+
+
+def test_transform_uses_the_seeded_generator():
+    from pgm_lab.data import dynamic_binarize
+
+    seen = []
+
+    def model(x):
+        seen.append(x.clone())
+        p = pyro.param("p", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Bernoulli(p).expand([x.shape[0], 3]).to_event(1), obs=x)
+
+    x = torch.full((8, 3), 0.5)
+    for _ in range(2):
+        fit(model, None, x, epochs=2, batch_size=4, seed=3, device="cpu", progress=False,
+            transform=dynamic_binarize)
+    first, second = seen[:4], seen[4:]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))  # reproducible
+    assert not all(torch.equal(first[0], b) for b in first[1:])   # resampled per batch
+    assert all(set(b.unique().tolist()) <= {0.0, 1.0} for b in first)
