@@ -1,0 +1,35 @@
+"""Importance-weighted objectives and per-data-point bound estimators.
+
+* :class:`IWAE` -- the IWAE bound as a :class:`pyro.infer.ELBO` with ``"standard"``,
+  ``"dreg"`` and ``"stl"`` gradient estimators and per-data-point logsumexp.
+* :func:`elbo`, :func:`iwae`, :func:`iwae_curve` -- per-data-point ELBO / IWAE-k values, streamed
+  over chunks of particles.
+* Diagnostics: :func:`effective_sample_size`, :func:`psis_khat`, :func:`standard_error`,
+  :func:`active_units`, :func:`latent_activity`, :func:`posterior_means`.
+"""
+
+from .bounds import BoundEstimates, elbo, iwae, iwae_curve
+from .diagnostics import (
+    active_units,
+    effective_sample_size,
+    latent_activity,
+    posterior_means,
+    psis_khat,
+    standard_error,
+)
+from .objective import ESTIMATORS, IWAE
+
+__all__ = [
+    "IWAE",
+    "ESTIMATORS",
+    "elbo",
+    "iwae",
+    "iwae_curve",
+    "BoundEstimates",
+    "effective_sample_size",
+    "psis_khat",
+    "standard_error",
+    "active_units",
+    "latent_activity",
+    "posterior_means",
+]

@@ -1,0 +1,55 @@
+"""Multi-layer perceptrons shared by the VAE decoder and the amortized encoders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pgm_lab.errors import ConfigError, DataError
+
+__all__ = ["ACTIVATIONS", "mlp", "check_dims", "hidden_tuple", "as_rows"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
+
+
+def check_dims(**dims: object) -> None:
+    """Raise :class:`ConfigError` unless every keyword is a positive int."""
+    for name, d in dims.items():
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ConfigError(f"{name} must be a positive int, got {d!r}")
+
+
+def hidden_tuple(hidden_dims: object) -> tuple[int, ...]:
+    """``hidden_dims`` as a tuple of positive ints, or :class:`ConfigError`."""
+    if not isinstance(hidden_dims, Sequence) or isinstance(hidden_dims, str) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_dims
+    ):
+        raise ConfigError(
+            f"hidden_dims must be a sequence of positive ints, got {hidden_dims!r}; try (128,)"
+        )
+    return tuple(hidden_dims)
+
+
+def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
+    """``Linear -> act -> ... -> Linear`` with the given hidden widths (none: one Linear)."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    widths = [in_dim, *hidden_dims]
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    layers.append(nn.Linear(widths[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+def as_rows(x: torch.Tensor, dim: int, name: str = "x") -> torch.Tensor:
+    """Validate a batch ``[N, dim]`` of finite floats (cheap checks only: runs every step)."""
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name} must be a torch.Tensor [N, {dim}], got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise DataError(f"{name} must have shape [N, {dim}], got {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        x = x.to(torch.get_default_dtype())
+    return x

@@ -1,0 +1,154 @@
+"""The variational autoencoder's generative model p(x | z) p(z) as a Pyro program."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam, pyro_method
+from pyro.nn.module import to_pyro_module_
+from torch.distributions import constraints
+
+from pgm_lab.errors import ConfigError
+
+from ._nets import as_rows, check_dims, hidden_tuple, mlp
+
+__all__ = ["VAE", "LIKELIHOODS"]
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAE(PyroModule):
+    r"""Deep latent Gaussian model (Kingma & Welling 2014; Rezende et al. 2014).
+
+    .. math::
+
+        z_n \sim \mathcal N(0, I_Z), \qquad
+        x_n \mid z_n \sim \begin{cases}
+            \mathrm{Bernoulli}(\sigma(g_\theta(z_n))) & \text{likelihood="bernoulli"} \\
+            \mathcal N(g_\theta(z_n), \sigma^2 I_D) & \text{likelihood="gaussian"}
+        \end{cases}
+
+    with :math:`g_\theta` an MLP ``z_dim -> hidden_dims -> x_dim`` (logits for Bernoulli, means
+    for Gaussian). :meth:`model` is the Pyro program: sites ``"z"`` (latent, event ``[Z]``) and
+    ``"x"`` (observed, event ``[D]``), both inside ``pyro.plate("data", N)`` over the rows of the
+    batch it is given. Minibatch scaling by ``N_total / B`` is left to the caller (e.g.
+    :func:`pgm_lab.train.fit` scales every site of the data plate), so the same program serves
+    training on minibatches and exact per-point evaluation.
+
+    Pair it with :class:`pgm_lab.guides.AmortizedNormal` (same ``x_dim``, ``z_dim``).
+
+    Args:
+        x_dim: data dimension ``D``.
+        z_dim: latent dimension ``Z``.
+        hidden_dims: widths of the decoder's hidden layers, e.g. ``(128,)``.
+        likelihood: ``"bernoulli"`` (binary data, the default) or ``"gaussian"``.
+        sigma: observation noise :math:`\sigma` of the Gaussian likelihood (initial value when
+            ``learn_sigma``).
+        learn_sigma: make :math:`\sigma` a positive parameter ``"sigma"`` learned by SVI.
+        activation: hidden activation, ``"relu"``, ``"tanh"``, ``"softplus"`` or ``"elu"``.
+        site: name of the latent site; ``obs_site``: of the observed one; ``plate_name``: of
+            the data plate.
+
+    Raises:
+        ConfigError: non-positive dimensions, unknown likelihood or activation, ``sigma <= 0``.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (128,),
+        likelihood: str = "bernoulli",
+        *,
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        activation: str = "relu",
+        site: str = "z",
+        obs_site: str = "x",
+        plate_name: str = "data",
+    ) -> None:
+        super().__init__()
+        check_dims(x_dim=x_dim, z_dim=z_dim)
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise ConfigError(f"sigma must be a positive float, got {sigma!r}")
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.hidden_dims = hidden_tuple(hidden_dims)
+        self.likelihood = likelihood
+        self.site, self.obs_site, self.plate_name = site, obs_site, plate_name
+        decoder = mlp(z_dim, self.hidden_dims, x_dim, activation)
+        to_pyro_module_(decoder)  # parameters become Pyro params named "decoder.<i>.weight"...
+        self.decoder = decoder
+        self.learn_sigma = bool(learn_sigma) and likelihood == "gaussian"
+        if self.learn_sigma:
+            self.sigma = PyroParam(torch.tensor(float(sigma)), constraint=constraints.positive)
+        else:
+            self.register_buffer("sigma", torch.tensor(float(sigma)))
+
+    def likelihood_dist(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution :math:`p(x \\mid z)` with event shape ``[D]``; ``z``: ``[..., Z]``."""
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out).to_event(1)
+        return dist.Normal(out, self.sigma).to_event(1)
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> torch.Tensor:
+        """The Pyro program ``p(x, z)`` for a batch ``x`` of shape ``[N, D]``; returns ``z``."""
+        x = as_rows(x, self.x_dim)
+        n = x.shape[0]
+        with pyro.plate(self.plate_name, n):
+            prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([n, self.z_dim])
+            z = pyro.sample(self.site, prior.to_event(1))
+            pyro.sample(self.obs_site, self.likelihood_dist(z), obs=x)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean of :math:`p(x \\mid z)`: pixel probabilities or Gaussian means, ``[..., D]``."""
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = True, seed: int | None = None) -> torch.Tensor:
+        """Draw ``z ~ N(0, I)`` and return ``E[x | z]`` (``mean=True``) or ``x ~ p(x | z)``.
+
+        Returns ``[n, D]``; ``seed`` makes the draw reproducible without touching global RNGs.
+        """
+        check_dims(n=n)
+        device = next(self.decoder.parameters()).device
+        gen = torch.Generator(device="cpu")
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=gen).to(device)
+        m = self.decode(z)
+        if mean:
+            return m
+        if self.likelihood == "bernoulli":
+            return torch.bernoulli(m.cpu(), generator=gen).to(device)
+        return m + self.sigma * torch.randn(m.shape, generator=gen).to(device)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, guide: Callable) -> torch.Tensor:
+        """``E[x | z]`` at the guide's code for ``x`` (``[N, D]`` -> ``[N, D]``).
+
+        The code is ``guide.encode(x)[0]`` (the mean of q(z | x)) when the guide has ``encode``
+        (e.g. :class:`pgm_lab.guides.AmortizedNormal`), else one draw of the guide's latent
+        site. The VAE and its guide are separate objects (see DESIGN.md), hence the argument.
+        """
+        x = as_rows(x, self.x_dim)
+        if hasattr(guide, "encode"):
+            z = guide.encode(x)[0]
+        else:
+            with pyro.poutine.block():
+                z = pyro.poutine.trace(guide).get_trace(x).nodes[self.site]["value"]
+        return self.decode(z)

@@ -1,0 +1,166 @@
+"""Per-particle, per-data-point log importance weights from one vectorized Pyro trace.
+
+Pyro's own importance machinery (``vectorized_importance_weights``, ``RenyiELBO``) sums the
+log weight over the whole batch before the logsumexp. Importance-weighted bounds are per data
+point, so here the log densities of the sites inside the data plate are kept separate per
+data point: ``local[k, n]``. This is the shared core of :class:`pgm_lab.infer.IWAE` and the
+estimators :func:`pgm_lab.infer.elbo` / :func:`pgm_lab.infer.iwae`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import detach
+from pyro.poutine.util import site_is_subsample
+
+from ..errors import InferenceError
+
+__all__ = ["PARTICLE_PLATE", "LogWeights", "guess_max_plate_nesting", "vectorized_traces",
+           "log_weights"]
+
+PARTICLE_PLATE = "num_particles_vectorized"  # the name Pyro's ELBO uses for the same plate
+
+
+class LogWeights(NamedTuple):
+    """Log importance weights split into data-point-local and global parts.
+
+    Attributes:
+        local: ``[K, N]`` :math:`\\sum_{s \\in \\text{data plate}} \\log p_s - \\log q_s` per
+            particle ``k`` and data point ``n``, *unscaled* (zeros ``[K, 1]`` if no site is in
+            the data plate).
+        glob: ``[K]`` scaled :math:`\\sum_{s \\notin \\text{data plate}} \\log p_s - \\log q_s`.
+        scale: the common scale (float) of the data-plate sites, e.g. ``N / B`` under
+            minibatching; 1.0 when there is none.
+        local_latents: guide latent sites in the data plate as ``(value, plate_dim,
+            event_dim)``, for estimators that reweight gradients per particle (DReG).
+        has_global_sample_sites: whether any sample site lies outside the data plate.
+    """
+
+    local: torch.Tensor
+    glob: torch.Tensor
+    scale: float
+    local_latents: list[tuple[torch.Tensor, int, int]]
+    has_global_sample_sites: bool
+
+
+def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple,
+                            kwargs: dict[str, Any]) -> int:
+    """Run guide and model once to find the deepest plate; the RNG state is left untouched.
+
+    Restoring the RNG keeps the draws of the first step identical to those of an objective
+    that does not probe (e.g. ``Trace_ELBO``), so results do not depend on the probe.
+    """
+    rng = torch.get_rng_state()
+    try:
+        with poutine.block():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs)
+    finally:
+        torch.set_rng_state(rng)
+    dims = [frame.dim for tr in (model_trace, guide_trace) for site in tr.nodes.values()
+            if site["type"] == "sample" for frame in site["cond_indep_stack"] if frame.vectorized]
+    return -min(dims) if dims else 0
+
+
+def vectorized_traces(model: Callable, guide: Callable, args: tuple, kwargs: dict[str, Any],
+                      num_particles: int, max_plate_nesting: int
+                      ) -> tuple[poutine.Trace, poutine.Trace]:
+    """Model and guide traces with ``num_particles`` particles in an outermost plate.
+
+    The particle plate sits at ``dim = -(max_plate_nesting + 1)``, as in Pyro's
+    ``ELBO._vectorized_num_particles``; it is added even for one particle so that shapes (and
+    the random draws) do not depend on ``num_particles``.
+    """
+    dim = -(max_plate_nesting + 1)
+    guide_v = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)(guide)
+    model_v = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)(model)
+    guide_trace = poutine.trace(guide_v).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model_v, trace=guide_trace)).get_trace(
+        *args, **kwargs)
+    return model_trace, guide_trace
+
+
+def _site_scale(site: dict[str, Any]) -> float:
+    scale = site["scale"]
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1:
+            raise InferenceError(
+                f"site {site['name']!r} has a tensor scale of shape {tuple(scale.shape)}; "
+                "expected one scale for the whole data plate (e.g. N / B); try a scalar "
+                "poutine.scale or pgm_lab.train.scale_plate")
+        scale = float(scale)
+    return float(scale)
+
+
+def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
+                plate_name: str = "data", max_plate_nesting: int,
+                detach_guide: bool = False) -> LogWeights:
+    """Split :math:`\\log p(x, z_k) - \\log q(z_k)` into per-data-point and global parts.
+
+    ``detach_guide=True`` evaluates :math:`\\log q` with the guide's distribution parameters
+    detached (the value ``z`` keeps its reparameterization path): the "path derivative" used by
+    the STL and DReG estimators (Roeder et al. 2017; Tucker et al. 2019).
+
+    Raises:
+        InferenceError: a latent guide site is not reparameterizable (use Pyro's RenyiELBO or
+            TraceGraph_ELBO), or the data-plate sites carry different scales.
+    """
+    total = max_plate_nesting + 1  # particle dim + plate dims
+    local: torch.Tensor | float = 0.0
+    glob: torch.Tensor | float = 0.0
+    scales: set[float] = set()
+    latents: list[tuple[torch.Tensor, int, int]] = []
+    has_global = False
+    num_particles = None
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            fn = site["fn"]
+            is_guide_latent = sign < 0 and not site["is_observed"]
+            if is_guide_latent and not getattr(fn, "has_rsample", False):
+                raise InferenceError(
+                    f"guide site {name!r} ({type(fn).__name__}) is not reparameterizable; "
+                    "importance-weighted objectives here need reparameterized guides; try "
+                    "pyro.infer.RenyiELBO or pyro.infer.TraceGraph_ELBO")
+            if is_guide_latent and detach_guide:
+                fn = detach(fn)
+            lp = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
+            if site["mask"] is not None:
+                lp = torch.where(torch.as_tensor(site["mask"]), lp, lp.new_zeros(()))
+            if lp.dim() > total:
+                raise InferenceError(
+                    f"site {name!r} has batch shape {tuple(lp.shape)} with more dims than "
+                    f"plates ({max_plate_nesting}); declare its batch dims with pyro.plate "
+                    "or .to_event()")
+            lp = lp.reshape((1,) * (total - lp.dim()) + tuple(lp.shape))
+            num_particles = lp.shape[0] if lp.shape[0] > 1 else num_particles
+            frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
+            if frame is None:
+                has_global = True
+                glob = glob + sign * _site_scale(site) * lp.reshape(lp.shape[0], -1).sum(-1)
+                continue
+            data_pos = total + frame.dim
+            keep = lp.movedim(data_pos, 1)
+            keep = keep.reshape(keep.shape[0], keep.shape[1], -1).sum(-1)
+            local = local + sign * keep
+            scales.add(_site_scale(site))
+            if is_guide_latent:
+                latents.append((site["value"], frame.dim, len(fn.event_shape)))
+    if len(scales) > 1:
+        raise InferenceError(
+            f"sites in plate {plate_name!r} have different scales {sorted(scales)}; expected "
+            "one scale for the whole data plate so it can be applied outside the logsumexp")
+    k = num_particles or 1
+    local_t = torch.as_tensor(local).reshape(-1, 1) if not isinstance(local, torch.Tensor) \
+        else local
+    local_t = local_t.expand(k, local_t.shape[1]) if local_t.shape[0] == 1 else local_t
+    glob_t = torch.as_tensor(glob).reshape(-1) if not isinstance(glob, torch.Tensor) else glob
+    glob_t = glob_t.expand(k) if glob_t.shape[0] == 1 else glob_t
+    return LogWeights(local_t, glob_t, scales.pop() if scales else 1.0, latents, has_global)

@@ -1,0 +1,73 @@
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+from pgm_lab.guides import AmortizedNormal
+from pgm_lab.models import VAE
+
+from pgm_lab.errors import ConfigError, DataError
+
+
+def _traces(vae, guide, x):
+    gt = pyro.poutine.trace(guide).get_trace(x)
+    mt = pyro.poutine.trace(pyro.poutine.replay(vae.model, trace=gt)).get_trace(x)
+    mt.compute_log_prob()
+    return mt, gt
+
+
+def test_bernoulli_model_sites_shapes_and_log_likelihood():
+    vae = VAE(x_dim=12, z_dim=3, hidden_dims=(16, 8))
+    guide = AmortizedNormal(12, 3, (16,))
+    x = torch.bernoulli(torch.full((5, 12), 0.4))
+    mt, _ = _traces(vae, guide, x)
+    z = mt.nodes["z"]["value"]
+    assert z.shape == (5, 3)
+    for name in ("z", "x"):
+        assert [f.name for f in mt.nodes[name]["cond_indep_stack"]] == ["data"]
+        assert mt.nodes[name]["log_prob"].shape == (5,)
+    expected = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="none").sum(-1)
+    torch.testing.assert_close(mt.nodes["x"]["log_prob"], expected)
+    torch.testing.assert_close(mt.nodes["z"]["log_prob"],
+                               torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))
+    assert {"decoder.0.weight", "decoder.4.bias"} <= set(pyro.get_param_store().keys())
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_gaussian_likelihood_with_fixed_or_learned_sigma(learn):
+    vae = VAE(6, 2, (8,), likelihood="gaussian", sigma=0.3, learn_sigma=learn)
+    guide = AmortizedNormal(6, 2, (8,))
+    x = torch.randn(4, 6)
+    mt, _ = _traces(vae, guide, x)
+    z = mt.nodes["z"]["value"]
+    expected = torch.distributions.Normal(vae.decoder(z), 0.3).log_prob(x).sum(-1)
+    torch.testing.assert_close(mt.nodes["x"]["log_prob"], expected)
+    assert ("sigma" in pyro.get_param_store().keys()) == learn
+
+
+def test_sample_and_reconstruct():
+    vae = VAE(16, 2, (8,))
+    guide = AmortizedNormal(16, 2, (8,))
+    means = vae.sample(6, seed=1)
+    assert means.shape == (6, 16) and bool(((means > 0) & (means < 1)).all())
+    torch.testing.assert_close(vae.sample(6, seed=1), means)
+    draws = vae.sample(6, mean=False, seed=1)
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    x = torch.bernoulli(torch.full((3, 16), 0.5))
+    rec = vae.reconstruct(x, guide)
+    torch.testing.assert_close(rec, torch.sigmoid(vae.decoder(guide.encode(x)[0])))
+    assert vae.reconstruct(x, lambda x: guide(x)).shape == (3, 16)  # guide without encode()
+
+
+def test_invalid_arguments():
+    with pytest.raises(ConfigError, match="likelihood"):
+        VAE(4, 2, likelihood="poisson")
+    with pytest.raises(ConfigError, match="z_dim"):
+        VAE(4, 0)
+    with pytest.raises(ConfigError, match="hidden_dims"):
+        VAE(4, 2, hidden_dims=8)
+    with pytest.raises(ConfigError, match="activation"):
+        VAE(4, 2, activation="gelu2")
+    with pytest.raises(ConfigError, match="sigma"):
+        VAE(4, 2, likelihood="gaussian", sigma=-1.0)
+    with pytest.raises(DataError, match=r"shape \[N, 4\]"):
+        VAE(4, 2).model(torch.zeros(3, 5))
