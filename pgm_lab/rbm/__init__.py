@@ -1,0 +1,29 @@
+"""Undirected models: restricted Boltzmann machines and other binary energy models.
+
+``RBM`` (energy, free energy, conditionals, training by CD/PCD), the block Gibbs sampler and
+its :class:`pyro.infer.mcmc.MCMCKernel` (``GibbsKernel``), the ``ContrastiveDivergence`` loss for
+:class:`pyro.infer.SVI` / :func:`pgm_lab.train.fit`, log-partition estimates (exact, AIS) and
+ArviZ diagnostics.
+"""
+
+from .cd import ContrastiveDivergence
+from .energy import EnergyDistribution, EnergyModel
+from .gibbs import GibbsKernel, GibbsResult, gibbs, gibbs_step
+from .partition import AISResult, ais, ais_schedule, exact_log_partition, log_partition
+from .rbm import RBM
+
+__all__ = [
+    "RBM",
+    "GibbsKernel",
+    "ContrastiveDivergence",
+    "gibbs",
+    "gibbs_step",
+    "GibbsResult",
+    "EnergyModel",
+    "EnergyDistribution",
+    "log_partition",
+    "exact_log_partition",
+    "ais",
+    "ais_schedule",
+    "AISResult",
+]

@@ -1,0 +1,186 @@
+"""Contrastive divergence (CD-k) and persistent CD (PCD-k) as a Pyro loss.
+
+:class:`ContrastiveDivergence` plugs into :class:`pyro.infer.SVI` and
+:func:`pgm_lab.train.fit` like an ELBO: ``loss_and_grads(model, guide, v)`` traces the model,
+finds its observed :class:`~pgm_lab.rbm.energy.EnergyDistribution` sites (the module's
+parameters are traced as ``param`` sites, which is how SVI finds what to update), and
+back-propagates the CD surrogate. It subclasses :class:`pyro.infer.ELBO` because that is what
+SVI dispatches on to call ``loss_and_grads``, but no ELBO is computed (no guide, no
+normalizer): only the trace machinery is shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro.poutine as poutine
+import torch
+from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
+
+from ..errors import ConfigError
+from .energy import EnergyDistribution, EnergyModel
+from .gibbs import gibbs_step
+
+__all__ = ["ContrastiveDivergence"]
+
+
+class ContrastiveDivergence(ELBO):
+    r"""CD-k (Hinton 2002) or persistent CD-k (Tieleman 2008) for energy models.
+
+    For a minibatch :math:`B` of data and negative samples :math:`v^-_1..v^-_C`, the gradient
+    written into ``.grad`` of the parameters is that of
+
+    .. math:: L(\theta) = \frac{1}{|B|} \sum_{v \in B} F_\theta(v)
+              - \frac{1}{C} \sum_{c=1}^{C} F_\theta(v^-_c),
+
+    with :math:`v^-` held fixed: an estimate of :math:`-\nabla_\theta \frac{1}{N} \sum_n \log
+    p(v_n)` (up to the CD bias). **Convention**: the gradient is the *minibatch mean*, as in
+    Hinton (2010) and scikit-learn's ``BernoulliRBM``, whatever the data-plate scale
+    (:func:`pgm_lab.train.fit` scales plate ``"data"`` by ``N / B``), so learning rates do not
+    depend on ``N``. The returned loss *value* follows Pyro's convention instead -- ``L``
+    times the scaled plate size (``N`` under ``fit``) -- so ``fit``'s history reports ``L``
+    per example.
+
+    Negative samples: CD-k starts ``C = |B|`` chains at the data and takes ``k`` block Gibbs
+    steps; PCD-k keeps ``num_chains`` persistent chains (default: the first minibatch size,
+    initialized at that minibatch) and advances them ``k`` steps per update.
+
+    The loss holds state (persistent chains and its generator): :meth:`state_dict` /
+    :meth:`load_state_dict` let :func:`pgm_lab.train.fit` checkpoint and resume exactly.
+
+    Args:
+        k: Gibbs steps per update (``>= 1``).
+        persistent: PCD instead of CD.
+        num_chains: number of persistent chains (PCD only).
+        seed: seed of the sampler's generator; ``None`` draws one seed from torch's global RNG
+            at the first call.
+
+    References:
+        Hinton (2002), "Training products of experts by minimizing contrastive divergence";
+        Tieleman (2008), "Training restricted Boltzmann machines using approximations to the
+        likelihood gradient".
+    """
+
+    def __init__(self, k: int = 1, persistent: bool = False, num_chains: int | None = None,
+                 seed: int | None = None) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be an int >= 1, got {k!r}")
+        if num_chains is not None:
+            if not persistent:
+                raise ConfigError("num_chains only applies to persistent=True (PCD); CD "
+                                  "starts one chain per data point")
+            if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
+                raise ConfigError(f"num_chains must be a positive int, got {num_chains!r}")
+        super().__init__(num_particles=1, max_plate_nesting=1)
+        self.k = k
+        self.persistent = persistent
+        self.num_chains = num_chains
+        self.seed = seed
+        self.chains: torch.Tensor | None = None
+        self._generator: torch.Generator | None = None
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Persistent chains and generator state (for checkpoints)."""
+        return {"chains": None if self.chains is None else self.chains.clone(),
+                "generator": None if self._generator is None else self._generator.get_state(),
+                "device": None if self._generator is None else str(self._generator.device)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.chains = state["chains"]
+        if state["generator"] is None:
+            self._generator = None
+        else:
+            self._generator = torch.Generator(device=state["device"])
+            self._generator.set_state(state["generator"])
+
+    def _gen(self, device: torch.device) -> torch.Generator:
+        if self._generator is None:
+            seed = self.seed if self.seed is not None else int(torch.randint(2**62, ()).item())
+            self._generator = torch.Generator(device=device).manual_seed(seed)
+        return self._generator
+
+    # ---- the loss ----------------------------------------------------------------------------
+
+    def _get_trace(self, model, guide, args, kwargs):  # noqa: ANN001, ANN202
+        """Guide trace, then the model's trace replayed against it (as in Trace_ELBO)."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs)
+        return model_trace, guide_trace
+
+    def _sites(self, model, guide, *args, **kwargs) -> list[dict]:  # noqa: ANN001
+        trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        latent = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"
+                  and not s["is_observed"]]
+        if latent:
+            raise ConfigError(f"ContrastiveDivergence needs no guide, but the guide samples "
+                              f"{latent}; pass guide=None")
+        sites = []
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            fn = site["fn"]
+            if not (site["is_observed"] and isinstance(fn, EnergyDistribution)):
+                raise ConfigError(f"ContrastiveDivergence expected only observed "
+                                  f"EnergyDistribution sites, got site {name!r} with "
+                                  f"{type(fn).__name__}; use an EnergyModel's forward, e.g. "
+                                  "RBM(...)(v)")
+            sites.append(site)
+        if not sites:
+            raise ConfigError("the model has no observed EnergyDistribution site; pass an "
+                              "EnergyModel such as pgm_lab.rbm.RBM as the model")
+        return sites
+
+    def negative_samples(self, model: EnergyModel, v_data: torch.Tensor) -> torch.Tensor:
+        """Negative-phase visible states ``[C, V]`` (advances PCD chains in place)."""
+        gen = self._gen(v_data.device)
+        with torch.no_grad():
+            if not self.persistent:
+                v = v_data.detach()
+            else:
+                if self.chains is None:
+                    c = self.num_chains or v_data.shape[0]
+                    init = v_data.detach()
+                    if c != v_data.shape[0]:  # resample the minibatch to c chains
+                        idx = torch.randint(v_data.shape[0], (c,), generator=gen,
+                                            device=gen.device)
+                        init = init[idx.to(v_data.device)]
+                    self.chains = init.clone()
+                if self.chains.shape[-1] != v_data.shape[-1]:
+                    raise ConfigError(f"persistent chains have {self.chains.shape[-1]} units, "
+                                      f"data has {v_data.shape[-1]}; use a new loss object")
+                v = self.chains.to(v_data)
+            for _ in range(self.k):
+                v, _h = gibbs_step(model, v, gen)
+            if self.persistent:
+                self.chains = v
+        return v
+
+    def _surrogate(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:  # noqa: ANN001
+        total = 0.0
+        value = 0.0
+        for site in self._sites(model, guide, *args, **kwargs):
+            energy_model = site["fn"].model
+            v = site["value"].reshape(-1, energy_model.n_visible)
+            v_neg = self.negative_samples(energy_model, v)
+            term = energy_model.free_energy(v).mean() - energy_model.free_energy(v_neg).mean()
+            total = total + term
+            scale = site["scale"]
+            scale = float(scale) if not torch.is_tensor(scale) else float(scale.mean())
+            value += scale * v.shape[0] * float(term.detach())
+        return total, value
+
+    def loss(self, model, guide, *args, **kwargs) -> float:  # noqa: ANN001
+        """The loss value only (advances persistent chains like a step would)."""
+        with torch.no_grad():
+            return self._surrogate(model, guide, *args, **kwargs)[1]
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:  # noqa: ANN001
+        """Back-propagate the CD surrogate into the parameters' ``.grad``; return the value."""
+        surrogate, value = self._surrogate(model, guide, *args, **kwargs)
+        if surrogate.requires_grad:
+            surrogate.backward()
+        return value

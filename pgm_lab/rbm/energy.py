@@ -1,0 +1,219 @@
+"""Energy-based models over binary visible and hidden units, and their Pyro observation site.
+
+:class:`EnergyModel` is the small abstract base that :class:`~pgm_lab.rbm.RBM` fills in. A
+subclass only has to define :meth:`EnergyModel.energy`; conditionals, free energy, block Gibbs
+sampling (:mod:`pgm_lab.rbm.gibbs`), contrastive divergence (:mod:`pgm_lab.rbm.cd`) and exact
+log-partition functions then work unchanged. Closed-form overrides (as in the RBM) only make
+them faster.
+
+The one structural assumption is that there are **no hidden-hidden interactions**: the energy
+is affine in each hidden unit given the visible ones, so hidden units are independent given
+``v``. Visible units may interact (e.g. a visible-visible coupling term); such models set
+``visible_factorized = False`` and the visible layer is resampled one unit at a time.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+from pyro.nn import PyroModule
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["EnergyModel", "EnergyDistribution"]
+
+
+def _bernoulli(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+
+class EnergyModel(PyroModule):
+    r"""Base class of binary energy models :math:`p(v, h) = e^{-E(v, h)} / Z`.
+
+    .. math::
+
+        v \in \{0, 1\}^V, \quad h \in \{0, 1\}^H, \quad
+        Z = \sum_{v, h} e^{-E(v, h)}, \quad
+        F(v) = -\log \sum_h e^{-E(v, h)}.
+
+    Subclasses implement :meth:`energy` and may override :meth:`hidden_logits`,
+    :meth:`visible_logits` and :meth:`free_energy` with closed forms. Calling the module,
+    ``model(v)``, runs the Pyro program that observes ``v [N, V]`` at site ``"v"`` in plate
+    ``"data"`` with the unnormalized density :math:`e^{-F(v)}` (see :class:`EnergyDistribution`).
+
+    Args:
+        n_visible: number of visible units ``V``.
+        n_hidden: number of hidden units ``H``.
+        name: prefix of the parameter names in Pyro's param store (``"<name>.W"``...).
+    """
+
+    #: whether visible units are independent given ``h`` (then :meth:`visible_logits` is used).
+    visible_factorized: bool = False
+
+    def __init__(self, n_visible: int, n_hidden: int, *, name: str = "rbm") -> None:
+        for arg, value in (("n_visible", n_visible), ("n_hidden", n_hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{arg} must be a positive int, got {value!r}")
+        super().__init__(name=name)
+        self.n_visible = n_visible
+        self.n_hidden = n_hidden
+
+    # ---- the energy and what follows from it -------------------------------------------------
+
+    @abstractmethod
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Energy :math:`E(v, h)`: ``v [..., V]``, ``h [..., H]`` (broadcast) -> ``[...]``."""
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        r"""Logits of :math:`p(h_j = 1 \mid v)`, ``[..., V] -> [..., H]``.
+
+        Generic form from energy differences, exact because the energy is affine in each
+        :math:`h_j`: :math:`\ell_j(v) = E(v, 0) - E(v, e_j)`.
+        """
+        eye = torch.eye(self.n_hidden, dtype=v.dtype, device=v.device)
+        zero = torch.zeros(self.n_hidden, dtype=v.dtype, device=v.device)
+        e0 = self.energy(v, zero)
+        ej = self.energy(v.unsqueeze(-2), eye)  # [..., H]
+        return e0.unsqueeze(-1) - ej
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        r"""Logits of :math:`p(v_i = 1 \mid h)` when visible units are conditionally independent.
+
+        Only defined when :attr:`visible_factorized` is true; otherwise
+        :meth:`sample_v` resamples visible units one at a time.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has coupled visible units; use "
+                                  "sample_v(h, v), which updates one unit at a time")
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        r"""Free energy :math:`F(v) = E(v, 0) - \sum_j \operatorname{softplus}(\ell_j(v))`.
+
+        ``v [..., V] -> [...]``; exact for any energy without hidden-hidden terms.
+        """
+        zero = torch.zeros(self.n_hidden, dtype=v.dtype, device=v.device)
+        return self.energy(v, zero) - F.softplus(self.hidden_logits(v)).sum(-1)
+
+    # ---- sampling ----------------------------------------------------------------------------
+
+    def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Draw :math:`h \sim p(h \mid v)`, ``[..., V] -> [..., H]`` (float 0/1)."""
+        return _bernoulli(self.hidden_logits(v), generator)
+
+    def sample_v(self, h: torch.Tensor, v: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Draw :math:`v \sim p(v \mid h)`, ``[..., H] -> [..., V]``.
+
+        With coupled visible units this is one systematic-scan sweep of single-unit Gibbs
+        updates starting from the current state ``v`` (required then), with
+        :math:`p(v_i = 1 \mid v_{-i}, h) = \sigma(E(v^{i \to 0}, h) - E(v^{i \to 1}, h))`.
+        """
+        if self.visible_factorized:
+            return _bernoulli(self.visible_logits(h), generator)
+        if v is None:
+            raise ConfigError(f"{type(self).__name__} has coupled visible units, so sample_v "
+                              "needs the current visible state: sample_v(h, v)")
+        v = v.clone()
+        for i in range(self.n_visible):
+            v0, v1 = v.clone(), v.clone()
+            v0[..., i] = 0.0
+            v1[..., i] = 1.0
+            logit = self.energy(v0, h) - self.energy(v1, h)
+            v[..., i] = _bernoulli(logit, generator)
+        return v
+
+    def gibbs(self, v0: torch.Tensor, num_steps: int, **kwargs):  # noqa: ANN201
+        """Block Gibbs chains from ``v0 [C, V]``; see :func:`pgm_lab.rbm.gibbs.gibbs`."""
+        from .gibbs import gibbs
+
+        return gibbs(self, v0, num_steps, **kwargs)
+
+    # ---- normalizer and likelihood -----------------------------------------------------------
+
+    def log_partition(self, method: str = "exact", **kwargs) -> torch.Tensor:
+        """Scalar ``log Z``; see :func:`pgm_lab.rbm.partition.log_partition`."""
+        from .partition import log_partition
+
+        return log_partition(self, method=method, **kwargs)
+
+    def log_prob(self, v: torch.Tensor, log_z: torch.Tensor | float | None = None) -> torch.Tensor:
+        r"""Normalized :math:`\log p(v) = -F(v) - \log Z`, ``[N, V] -> [N]``.
+
+        ``log_z`` defaults to the exact :meth:`log_partition` (refused for large models: pass
+        an AIS estimate then). Computed in the dtype of ``v``.
+        """
+        v = self.check_visible(v)
+        if log_z is None:
+            log_z = self.log_partition("exact")
+        return -self.free_energy(v) - torch.as_tensor(log_z, dtype=v.dtype, device=v.device)
+
+    # ---- validation and the Pyro program -----------------------------------------------------
+
+    def check_visible(self, v: object, name: str = "v") -> torch.Tensor:
+        """Validate binary visible data ``[N, V]`` (see :func:`pgm_lab.data.check_data`)."""
+        from ..data import check_data
+
+        x = check_data(v, name=name, dim=self.n_visible, binary=True)
+        p = next(self.parameters(), None)
+        return x if p is None else x.to(dtype=p.dtype, device=p.device)
+
+    def declare_params(self) -> None:
+        """Register this module's parameters in Pyro's param store under its own names.
+
+        The module is the source of truth: if another model left a different tensor under the
+        same name in the store, it is replaced by this module's tensor (otherwise
+        ``pyro.param`` would hand back the stale one and the optimizer would update a tensor
+        the model does not use). Must run inside ``forward`` so the param sites are traced.
+        """
+        store = pyro.get_param_store()
+        prefix = self._pyro_name
+        for name, p in self.named_parameters():
+            full = f"{prefix}.{name}" if prefix else name
+            if full not in store or store.get_param(full) is not p:
+                store[full] = p
+            # attribute access inside forward emits the pyro.param site
+            obj = self
+            for part in name.split(".")[:-1]:
+                obj = getattr(obj, part)
+            getattr(obj, name.rsplit(".", 1)[-1])
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        """Pyro program: observe ``v [N, V]`` at site ``"v"`` under :math:`e^{-F(v)}`."""
+        self.declare_params()
+        with pyro.plate("data", v.shape[0]):
+            return pyro.sample("v", EnergyDistribution(self, v.shape[:-1]), obs=v)
+
+
+class EnergyDistribution(TorchDistribution):
+    r"""Unnormalized density :math:`e^{-F(v)}` of an :class:`EnergyModel` over ``v [V]``.
+
+    ``log_prob(v) = -F(v)`` **omits** :math:`-\log Z`, so it is only meaningful for losses that
+    do not need the normalizer, such as :class:`~pgm_lab.rbm.ContrastiveDivergence`, which
+    finds these sites by type in a trace of the model. ``sample`` is not available: use
+    :meth:`EnergyModel.gibbs` or :class:`~pgm_lab.rbm.GibbsKernel`.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.boolean, 1)
+
+    def __init__(self, model: EnergyModel, batch_shape: tuple[int, ...] = (),
+                 validate_args: bool | None = None) -> None:
+        self.model = model
+        super().__init__(torch.Size(batch_shape), torch.Size([model.n_visible]),
+                         validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):  # noqa: ANN001 -- torch signature
+        return EnergyDistribution(self.model, torch.Size(batch_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value.shape[-1] != self.model.n_visible:
+            raise DataError(f"expected visible vectors of size {self.model.n_visible}, got "
+                            f"shape {tuple(value.shape)}")
+        return -self.model.free_energy(value)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        raise NotImplementedError("EnergyDistribution cannot be sampled directly; use "
+                                  "model.gibbs(v0, num_steps) or pyro.infer.MCMC(GibbsKernel)")

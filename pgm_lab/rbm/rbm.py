@@ -1,0 +1,239 @@
+"""The binary restricted Boltzmann machine (Smolensky 1986; Hinton 2002)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyro.optim
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, DataError
+from .energy import EnergyModel
+
+__all__ = ["RBM"]
+
+
+class RBM(EnergyModel):
+    r"""Restricted Boltzmann machine with binary visible and hidden units.
+
+    .. math::
+
+        E(v, h) = -b^\top v - c^\top h - v^\top W h, \qquad
+        p(h_j = 1 \mid v) = \sigma(c_j + v^\top W_{:, j}), \qquad
+        p(v_i = 1 \mid h) = \sigma(b_i + W_{i, :} h),
+
+    .. math::
+
+        F(v) = -b^\top v - \sum_j \operatorname{softplus}(c_j + v^\top W_{:, j}).
+
+    Parameters (``torch.nn.Parameter``, registered in Pyro's param store as ``"<name>.W"``...
+    when the module runs as a Pyro program): ``W [V, H]``, ``b [V]`` (visible bias),
+    ``c [H]`` (hidden bias). Initialization follows Hinton (2010), "A practical guide to
+    training restricted Boltzmann machines": :math:`W_{ij} \sim N(0, 0.01^2)`, ``c = 0`` and
+    ``b_i = log(p_i / (1 - p_i))`` from the visible means ``p_i`` of ``data`` (else ``b = 0``).
+
+    Args:
+        n_visible, n_hidden: layer sizes ``V`` and ``H``.
+        data: optional binary data ``[N, V]`` for the visible-bias initialization.
+        init_std: standard deviation of the initial weights.
+        seed: seed of the weight initialization (``None``: torch's global RNG).
+        dtype: parameter dtype (``torch.float64`` for exact comparisons).
+        name: prefix of the parameter names in Pyro's param store.
+
+    References:
+        Smolensky (1986), "Information processing in dynamical systems: foundations of harmony
+        theory"; Hinton (2002), "Training products of experts by minimizing contrastive
+        divergence"; Hinton (2010), "A practical guide to training restricted Boltzmann
+        machines".
+    """
+
+    visible_factorized = True
+
+    def __init__(self, n_visible: int, n_hidden: int, *, data: Any = None, init_std: float = 0.01,
+                 seed: int | None = None, dtype: torch.dtype = torch.float32,
+                 name: str = "rbm") -> None:
+        super().__init__(n_visible, n_hidden, name=name)
+        if not init_std >= 0:
+            raise ConfigError(f"init_std must be >= 0, got {init_std!r}")
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        self.W = nn.Parameter(init_std * torch.randn(n_visible, n_hidden, generator=gen,
+                                                     dtype=dtype))
+        self.b = nn.Parameter(torch.zeros(n_visible, dtype=dtype))
+        self.c = nn.Parameter(torch.zeros(n_hidden, dtype=dtype))
+        if data is not None:
+            self.init_visible_bias(data)
+
+    def init_visible_bias(self, data: Any, eps: float = 1e-3) -> None:
+        r"""Set ``b_i = log(p_i / (1 - p_i))``, ``p_i`` the mean of unit ``i`` in ``data``.
+
+        ``p_i`` is clipped to ``[eps, 1 - eps]`` so that always-off units stay finite.
+        """
+        x = self.check_visible(data, name="data")
+        p = x.mean(0).clamp(eps, 1 - eps)
+        with torch.no_grad():
+            self.b.copy_(torch.log(p) - torch.log1p(-p))
+
+    # ---- closed forms ------------------------------------------------------------------------
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return -(v @ self.b) - (h @ self.c) - ((v @ self.W) * h).sum(-1)
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.W + self.c
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.W.T + self.b
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        return -(v @ self.b) - F.softplus(v @ self.W + self.c).sum(-1)
+
+    def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
+        r""":math:`F(h) = -\log \sum_v e^{-E(v, h)} = -c^\top h - \sum_i
+        \operatorname{softplus}(b_i + W_{i,:} h)`, ``[..., H] -> [...]``."""
+        return -(h @ self.c) - F.softplus(h @ self.W.T + self.b).sum(-1)
+
+    def transform(self, v: Any) -> torch.Tensor:
+        r"""Hidden activation probabilities :math:`\sigma(c + v^\top W)`, ``[N, V] -> [N, H]``.
+
+        The same features as scikit-learn's ``BernoulliRBM.transform``.
+        """
+        with torch.no_grad():
+            return torch.sigmoid(self.hidden_logits(self.check_visible(v)))
+
+    # ---- scores ------------------------------------------------------------------------------
+
+    def reconstruction_error(self, v: Any) -> torch.Tensor:
+        r"""Mean-field reconstruction error per example, ``[N, V] -> [N]``.
+
+        .. math:: \sum_i (v_i - \sigma(b_i + W_{i,:} \sigma(c + W^\top v)))^2
+        """
+        with torch.no_grad():
+            v = self.check_visible(v)
+            recon = torch.sigmoid(self.visible_logits(torch.sigmoid(self.hidden_logits(v))))
+            return ((v - recon) ** 2).sum(-1)
+
+    def pseudo_likelihood(self, v: Any, *, exact: bool = False,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Pseudo-log-likelihood per example, ``[N, V] -> [N]`` (Besag 1975).
+
+        .. math:: \mathrm{PL}(v) = \sum_i \log p(v_i \mid v_{-i})
+                  = \sum_i \log \sigma\big(F(\tilde v^{(i)}) - F(v)\big),
+
+        with :math:`\tilde v^{(i)}` equal to ``v`` with bit ``i`` flipped. ``exact=False`` is
+        scikit-learn's ``BernoulliRBM.score_samples`` estimator: one random bit ``i`` per
+        example (drawn with ``generator``), scaled by ``V`` -- unbiased for ``PL(v)``.
+        """
+        with torch.no_grad():
+            v = self.check_visible(v)
+            fe = self.free_energy(v)
+            n, d = v.shape
+            if exact:
+                flipped = v.unsqueeze(1).repeat(1, d, 1)  # [N, V(flip), V]
+                idx = torch.arange(d, device=v.device)
+                flipped[:, idx, idx] = 1 - flipped[:, idx, idx]
+                return F.logsigmoid(self.free_energy(flipped) - fe.unsqueeze(1)).sum(1)
+            i = torch.randint(d, (n,), generator=generator).to(v.device)
+            flipped = v.clone()
+            rows = torch.arange(n, device=v.device)
+            flipped[rows, i] = 1 - flipped[rows, i]
+            return d * F.logsigmoid(self.free_energy(flipped) - fe)
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: Any,
+        *,
+        method: str = "cd",
+        k: int = 1,
+        epochs: int = 10,
+        batch_size: int = 10,
+        lr: float = 0.05,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        num_chains: int | None = None,
+        seed: int | None = 0,
+        device: str | torch.device = "cpu",
+        checkpoint: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool | None = None,
+        callbacks: Sequence[Callable] = (),
+    ):
+        r"""Train with CD-k or PCD-k and SGD through :func:`pgm_lab.train.fit`.
+
+        The update per minibatch ``B`` is (Hinton 2002; Tieleman 2008)
+
+        .. math:: \theta \leftarrow \theta - \eta\, \nabla_\theta\Big[\tfrac{1}{|B|}
+                  \sum_{v \in B} F(v) - \tfrac{1}{C} \sum_{c} F(v^-_c)\Big]
+
+        with SGD momentum and L2 ``weight_decay`` on ``W`` only (biases are not decayed, as
+        Hinton 2010 recommends).
+
+        Args:
+            data: binary ``[N, V]``.
+            method: ``"cd"`` (chains restart at the data) or ``"pcd"`` (persistent chains).
+            k: Gibbs steps per update.
+            epochs, batch_size, lr, momentum, weight_decay: SGD settings.
+            num_chains: persistent chains for PCD (default: ``batch_size``).
+            seed, device, checkpoint, resume, progress, callbacks: see
+                :func:`pgm_lab.train.fit` (checkpoints include the persistent chains).
+
+        Returns:
+            :class:`pgm_lab.train.History`; its ``loss`` is the per-example CD objective.
+        """
+        from ..train import fit
+        from .cd import ContrastiveDivergence
+
+        if method not in ("cd", "pcd"):
+            raise ConfigError(f"method must be 'cd' or 'pcd', got {method!r}")
+        for arg, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ConfigError(f"{arg} must be a finite number >= 0, got {value!r}")
+        x = self.check_visible(data, name="data")
+        loss = ContrastiveDivergence(k=k, persistent=method == "pcd", num_chains=num_chains,
+                                     seed=seed)
+
+        def optim_args(param_name: str) -> dict[str, float]:
+            decay = weight_decay if param_name.rsplit(".", 1)[-1] == "W" else 0.0
+            return {"lr": lr, "momentum": momentum, "weight_decay": decay}
+
+        return fit(self, None, x, loss=loss, optim=pyro.optim.SGD(optim_args), epochs=epochs,
+                   batch_size=batch_size, seed=seed, device=device, checkpoint=checkpoint,
+                   resume=resume, progress=progress, callbacks=callbacks,
+                   desc=f"rbm {method}-{k}")
+
+    # ---- interop -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_sklearn(cls, estimator: Any, *, dtype: torch.dtype = torch.float64,
+                     name: str = "rbm") -> RBM:
+        """An RBM with the parameters of a fitted ``sklearn.neural_network.BernoulliRBM``.
+
+        ``W = components_.T``, ``b = intercept_visible_``, ``c = intercept_hidden_``.
+        """
+        missing = [a for a in ("components_", "intercept_visible_", "intercept_hidden_")
+                   if not hasattr(estimator, a)]
+        if missing:
+            from ..errors import NotFittedError
+
+            raise NotFittedError(f"expected a fitted sklearn BernoulliRBM, got "
+                                 f"{type(estimator).__name__} without {missing}; call "
+                                 "estimator.fit(X) first")
+        comp = np.asarray(estimator.components_)
+        if comp.ndim != 2:
+            raise DataError(f"components_ must be 2-D [H, V], got shape {comp.shape}")
+        n_hidden, n_visible = comp.shape
+        rbm = cls(n_visible, n_hidden, init_std=0.0, dtype=dtype, name=name)
+        with torch.no_grad():
+            rbm.W.copy_(torch.as_tensor(comp.T, dtype=dtype))
+            rbm.b.copy_(torch.as_tensor(np.asarray(estimator.intercept_visible_), dtype=dtype))
+            rbm.c.copy_(torch.as_tensor(np.asarray(estimator.intercept_hidden_), dtype=dtype))
+        return rbm
+
+    def extra_repr(self) -> str:
+        return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}"

@@ -1,0 +1,47 @@
+"""Brute-force oracles for tiny RBMs: every (v, h) configuration, in float64."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from pgm_lab.rbm import RBM
+
+
+def all_states(n: int) -> torch.Tensor:
+    """All ``2^n`` binary vectors ``[2^n, n]`` (float64)."""
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+
+
+def random_rbm(n_visible: int, n_hidden: int, scale: float, seed: int) -> RBM:
+    """An RBM with N(0, scale^2) weights and biases (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    rbm = RBM(n_visible, n_hidden, dtype=torch.float64)
+    with torch.no_grad():
+        for p in (rbm.W, rbm.b, rbm.c):
+            p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    return rbm
+
+
+def brute_energy(rbm: RBM, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """E(v, h) = -b.v - c.h - v.W.h written as explicit sums over units."""
+    w, b, c = rbm.W.detach(), rbm.b.detach(), rbm.c.detach()
+    e = torch.zeros(v.shape[0], dtype=torch.float64)
+    for i in range(rbm.n_visible):
+        e -= b[i] * v[:, i]
+        for j in range(rbm.n_hidden):
+            e -= v[:, i] * w[i, j] * h[:, j]
+    for j in range(rbm.n_hidden):
+        e -= c[j] * h[:, j]
+    return e
+
+
+def joint_table(rbm, n_visible: int, n_hidden: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                               torch.Tensor]:
+    """(vs [S, V], hs [S, H], log p [S]) over all S = 2^(V+H) joint states, by brute force."""
+    states = all_states(n_visible + n_hidden)
+    vs, hs = states[:, :n_visible], states[:, n_visible:]
+    with torch.no_grad():
+        neg_e = -rbm.energy(vs, hs)
+    return vs, hs, neg_e - torch.logsumexp(neg_e, 0)

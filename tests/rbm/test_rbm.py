@@ -1,0 +1,177 @@
+"""RBM energy, free energy, conditionals and exact log Z against brute-force enumeration."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.rbm import RBM
+
+from ._oracle import all_states, brute_energy, joint_table, random_rbm
+
+sizes = st.tuples(st.integers(1, 5), st.integers(1, 5))
+scales = st.sampled_from([0.1, 1.0, 5.0, 50.0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=sizes, scale=scales, seed=st.integers(0, 2**16))
+def test_energy_free_energy_and_log_z_match_enumeration(size, scale, seed):
+    n_v, n_h = size
+    rbm = random_rbm(n_v, n_h, scale, seed)
+    vs, hs = all_states(n_v), all_states(n_h)
+    pairs_v = vs.repeat_interleave(len(hs), 0)
+    pairs_h = hs.repeat(len(vs), 1)
+    with torch.no_grad():
+        energy = rbm.energy(pairs_v, pairs_h)
+        assert_close(energy, brute_energy(rbm, pairs_v, pairs_h))
+        # F(v) = -log sum_h exp(-E(v, h))
+        brute_f = -torch.logsumexp(-energy.reshape(len(vs), len(hs)), 1)
+        free = rbm.free_energy(vs)
+        assert torch.isfinite(free).all()
+        assert_close(free, brute_f)
+        assert_close(rbm.hidden_free_energy(hs),
+                     -torch.logsumexp(-energy.reshape(len(vs), len(hs)), 0))
+        log_z = rbm.log_partition()
+        assert torch.isfinite(log_z)
+        assert_close(log_z, torch.logsumexp(-energy, 0))
+        assert_close(rbm.log_prob(vs), -brute_f - torch.logsumexp(-energy, 0))
+
+
+@settings(max_examples=20, deadline=None)
+@given(size=sizes, scale=scales, seed=st.integers(0, 2**16))
+def test_conditionals_match_joint(size, scale, seed):
+    n_v, n_h = size
+    rbm = random_rbm(n_v, n_h, scale, seed)
+    vs, hs, log_p = joint_table(rbm, n_v, n_h)
+    p = log_p.exp()
+    with torch.no_grad():
+        # p(h_j = 1 | v) from the joint table, for every v
+        codes_v = (vs * 2 ** torch.arange(n_v, dtype=torch.float64)).sum(1).long()
+        p_v = torch.zeros(2**n_v, dtype=torch.float64).index_add_(0, codes_v, p)
+        p_h1_v = torch.zeros(2**n_v, n_h, dtype=torch.float64).index_add_(0, codes_v,
+                                                                           p[:, None] * hs)
+        v_states = all_states(n_v).flip(1)  # code sum_i v_i 2^i -> row order of all_states
+        mask = p_v > 1e-300
+        want = p_h1_v[mask] / p_v[mask, None]
+        got = torch.sigmoid(rbm.hidden_logits(v_states))[mask]
+        assert_close(got, want, atol=1e-8, rtol=1e-6)
+        codes_h = (hs * 2 ** torch.arange(n_h, dtype=torch.float64)).sum(1).long()
+        p_h = torch.zeros(2**n_h, dtype=torch.float64).index_add_(0, codes_h, p)
+        p_v1_h = torch.zeros(2**n_h, n_v, dtype=torch.float64).index_add_(0, codes_h,
+                                                                           p[:, None] * vs)
+        h_states = all_states(n_h).flip(1)
+        mask = p_h > 1e-300
+        got = torch.sigmoid(rbm.visible_logits(h_states))[mask]
+        assert_close(got, p_v1_h[mask] / p_h[mask, None], atol=1e-8, rtol=1e-6)
+
+
+def test_generic_energy_defaults_equal_closed_forms():
+    """The base-class conditionals / free energy (energy differences) equal the RBM's."""
+    from pgm_lab.rbm import EnergyModel
+
+    rbm = random_rbm(4, 3, 2.0, 0)
+    vs = all_states(4)
+    with torch.no_grad():
+        assert_close(EnergyModel.hidden_logits(rbm, vs), rbm.hidden_logits(vs))
+        assert_close(EnergyModel.free_energy(rbm, vs), rbm.free_energy(vs))
+
+
+@pytest.mark.parametrize("n_v, n_h", [(3, 6), (6, 3)])
+def test_exact_log_z_enumerates_either_layer_with_chunks(n_v, n_h):
+    rbm = random_rbm(n_v, n_h, 1.0, 3)
+    vs, hs = all_states(n_v + n_h)[:, :n_v], all_states(n_v + n_h)[:, n_v:]
+    want = torch.logsumexp(-rbm.energy(vs, hs).detach(), 0)
+    assert_close(rbm.log_partition(chunk_size=3), want)
+
+
+def test_large_weights_stay_finite():
+    rbm = random_rbm(8, 6, 1e3, 1)
+    vs = all_states(8)
+    with torch.no_grad():
+        for value in (rbm.free_energy(vs), rbm.log_prob(vs), rbm.hidden_free_energy(all_states(6)),
+                      rbm.pseudo_likelihood(vs, exact=True)):
+            assert torch.isfinite(value).all()
+        assert_close(rbm.log_prob(vs).exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_float32_model_log_z_is_computed_in_float64():
+    rbm64 = random_rbm(5, 4, 1.0, 2)
+    rbm32 = RBM(5, 4)
+    rbm32.load_state_dict({k: v.float() for k, v in rbm64.state_dict().items()})
+    assert rbm32.log_partition().dtype == torch.float64
+    assert_close(rbm32.log_partition(), rbm64.log_partition(), atol=1e-5, rtol=0)
+    assert rbm32.W.dtype == torch.float32
+
+
+def test_exact_pseudo_likelihood_matches_conditionals():
+    rbm = random_rbm(5, 3, 1.5, 4)
+    vs = all_states(5)
+    log_p = rbm.log_prob(vs).detach()
+    want = torch.zeros(len(vs), dtype=torch.float64)
+    codes = (vs * 2 ** torch.arange(4, -1, -1, dtype=torch.float64)).sum(1).long()
+    for i in range(5):
+        flipped = codes ^ (1 << (4 - i))
+        # log p(v_i | v_-i) = log p(v) - log(p(v) + p(v with bit i flipped))
+        want += log_p - torch.logaddexp(log_p, log_p[flipped])
+    assert_close(rbm.pseudo_likelihood(vs, exact=True), want)
+    # the stochastic (scikit-learn) estimator is unbiased for it: average over many draws
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([rbm.pseudo_likelihood(vs, generator=gen) for _ in range(400)])
+    z = (draws.mean(0) - want) / (draws.std(0) / math.sqrt(400))
+    assert z.abs().max() < 4.5  # 32 states, Bonferroni-ish bound
+
+
+def test_visible_bias_init_from_data_means():
+    x = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    rbm = RBM(3, 2, data=x, seed=0)
+    p = torch.tensor([0.75, 1e-3, 0.75])
+    assert_close(rbm.b.detach(), torch.log(p / (1 - p)))
+    assert_close(rbm.c.detach(), torch.zeros(2))
+    assert rbm.W.abs().max() < 0.05
+
+
+def test_reconstruction_error_shape_and_value():
+    rbm = random_rbm(4, 2, 1.0, 0)
+    v = all_states(4)
+    recon = torch.sigmoid(rbm.visible_logits(torch.sigmoid(rbm.hidden_logits(v)))).detach()
+    assert_close(rbm.reconstruction_error(v), ((v - recon) ** 2).sum(1))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([[0.0, 1.0, 0.5]]), "binary"),
+    (torch.tensor([[0.0, float("nan"), 1.0]]), "NaN"),
+    (torch.ones(2, 4), "features; expected 3"),
+    (torch.ones(3), r"shape \[N, D\]"),
+    ([[0, 1, 1]], "torch.Tensor or numpy"),
+])
+def test_bad_data_raises_data_error(bad, match):
+    rbm = RBM(3, 2)
+    with pytest.raises(DataError, match=match):
+        rbm.log_prob(bad)
+    with pytest.raises(DataError, match=match):
+        rbm.fit(bad, epochs=1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_visible": 0, "n_hidden": 2}, "n_visible must be a positive int"),
+    ({"n_visible": 3, "n_hidden": 2.5}, "n_hidden must be a positive int"),
+    ({"n_visible": 3, "n_hidden": 2, "init_std": -1.0}, "init_std"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        RBM(**kwargs)
+
+
+def test_bad_fit_and_log_partition_arguments():
+    rbm = RBM(3, 2)
+    x = torch.ones(4, 3)
+    with pytest.raises(ConfigError, match="method must be 'cd' or 'pcd'"):
+        rbm.fit(x, method="ml")
+    with pytest.raises(ConfigError, match="lr must be"):
+        rbm.fit(x, lr=float("nan"))
+    with pytest.raises(ConfigError, match="method must be 'exact' or 'ais'"):
+        rbm.log_partition("magic")
