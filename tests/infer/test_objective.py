@@ -1,0 +1,203 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pgm_lab.guides import AmortizedNormal
+from pgm_lab.models import VAE
+from pyro.infer import Trace_ELBO
+
+from pgm_lab.errors import ConfigError, InferenceError
+from pgm_lab.infer import IWAE, iwae
+from pgm_lab.train import scale_plate
+
+
+def _vae_pair():
+    torch.manual_seed(1)
+    return VAE(12, 3, (16,)), AmortizedNormal(12, 3, (16,))
+
+
+def _loss_and_grads(loss, model, guide, x, seed):
+    for p in pyro.get_param_store().values():
+        p.grad = None
+    pyro.set_rng_seed(seed)
+    with pyro.poutine.trace(param_only=True) as params:
+        value = loss.loss_and_grads(model, guide, x)
+    grads = {name: site["value"].unconstrained().grad.clone()
+             for name, site in params.trace.nodes.items()}
+    return value, grads
+
+
+@pytest.mark.parametrize("estimator", ["standard", "stl", "dreg"])
+def test_one_particle_equals_trace_elbo(estimator):
+    vae, guide = _vae_pair()
+    x = torch.bernoulli(torch.full((9, 12), 0.3))
+    ref, ref_grads = _loss_and_grads(Trace_ELBO(), vae.model, guide, x, seed=3)
+    ours, grads = _loss_and_grads(IWAE(1, estimator), vae.model, guide, x, seed=3)
+    assert ours == pytest.approx(ref, rel=1e-6)
+    if estimator == "standard":  # STL / DReG change guide gradients (by design)
+        torch.testing.assert_close(grads, ref_grads)
+    else:
+        decoder = {k: v for k, v in grads.items() if k.startswith("decoder")}
+        torch.testing.assert_close(decoder, {k: ref_grads[k] for k in decoder})
+
+
+def test_loss_is_minus_the_sum_of_per_point_iwae_bounds():
+    vae, guide = _vae_pair()
+    x = torch.bernoulli(torch.full((7, 12), 0.5))
+    pyro.set_rng_seed(4)
+    loss = IWAE(20).loss(vae.model, guide, x)
+    pyro.set_rng_seed(4)
+    per_point = iwae(vae.model, guide, x, num_particles=20, chunk_size=20)
+    assert loss == pytest.approx(-float(per_point.sum()), rel=1e-6)
+
+
+def test_plate_scale_is_applied_outside_the_logsumexp():
+    vae, guide = _vae_pair()
+    x = torch.bernoulli(torch.full((6, 12), 0.5))
+    pyro.set_rng_seed(5)
+    plain = IWAE(10).loss(vae.model, guide, x)
+    pyro.set_rng_seed(5)
+    scaled = IWAE(10).loss(scale_plate(vae.model, "data", 7.5), scale_plate(guide, "data", 7.5),
+                           x)
+    assert scaled == pytest.approx(7.5 * plain, rel=1e-6)
+
+
+def _lg_model_with_param(lg):
+    """The linear-Gaussian model with its mean as a learnable (model) parameter "mu"."""
+
+    def model(x):
+        mu = pyro.param("mu", lg.mu.clone())
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.Normal(torch.zeros(x.shape[0], 2, dtype=torch.float64), 1.0)
+            z = pyro.sample("z", prior.to_event(1))
+            pyro.sample("x", dist.Normal(z @ lg.W.T + mu, lg.sigma).to_event(1), obs=x)
+
+    return model
+
+
+def _linear_guide(lg, shift=0.3, inflate=1.3):
+    """q(z | x) = N(A (x - mu) + shift, (inflate * posterior sd)^2): cheap, imperfect."""
+    m = lg.W.T @ lg.W + lg.sigma**2 * torch.eye(2, dtype=torch.float64)
+    gain = torch.linalg.inv(m) @ lg.W.T
+    sd = (lg.sigma**2 * torch.linalg.inv(m)).diagonal().sqrt()
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal((x - lg.mu) @ gain.T + shift, inflate * sd).to_event(1))
+
+    return guide
+
+
+def test_minibatch_objective_is_unbiased_for_the_full_data_objective(lg):
+    # E_batch E_z[(N/B) sum_{n in batch} IWAE_5,n] = E_z[sum_n IWAE_5,n]: compare the means of
+    # R random-minibatch estimates and R full-data estimates within Monte-Carlo error.
+    x = lg.sample(12, seed=7)
+    guide = _linear_guide(lg)
+    reps = 300
+    loss = IWAE(5)
+    gen = torch.Generator().manual_seed(0)
+    full, mini = [], []
+    for _ in range(reps):
+        full.append(loss.loss(lg.model, guide, x))
+        idx = torch.randperm(12, generator=gen)[:3]
+        mini.append(loss.loss(scale_plate(lg.model, "data", 4.0), scale_plate(guide, "data", 4.0),
+                              x[idx]))
+    full, mini = torch.tensor(full), torch.tensor(mini)
+    se = math.sqrt((full.var() + mini.var()) / reps)
+    assert abs(float(full.mean() - mini.mean())) / se < 3.0
+    # Power check: the same comparison detects the bias of the N/B scale applied inside the
+    # logsumexp, as Pyro's RenyiELBO(alpha=0) does (pyro issues #2220, #3104).
+    renyi = pyro.infer.RenyiELBO(alpha=0, num_particles=5, vectorize_particles=True,
+                                 max_plate_nesting=1)
+    full_r, mini_r = [], []
+    for _ in range(reps):
+        full_r.append(renyi.loss(lg.model, guide, x))
+        idx = torch.randperm(12, generator=gen)[:3]
+        mini_r.append(renyi.loss(scale_plate(lg.model, "data", 4.0),
+                                 scale_plate(guide, "data", 4.0), x[idx]))
+    full_r, mini_r = torch.tensor(full_r), torch.tensor(mini_r)
+    se_r = math.sqrt((full_r.var() + mini_r.var()) / reps)
+    assert abs(float(full_r.mean() - mini_r.mean())) / se_r > 5.0
+
+
+def _per_replicate_guide(loc0, log_scale0, r):
+    """Non-amortized guide with one (loc, scale) per replicate row: row r's gradient is the
+    r-th independent single-point gradient estimate."""
+
+    def guide(x):
+        loc = pyro.param("loc", loc0.expand(r, 2).clone())
+        log_scale = pyro.param("log_scale", log_scale0.expand(r, 2).clone())
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    return guide
+
+
+def _guide_grads(lg, estimator, k, r, seed):
+    x0 = lg.sample(1, seed=11)
+    post = lg.posterior(x0)
+    sd = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()[0]
+    guide = _per_replicate_guide(post.loc[0] + 0.4, (1.4 * sd).log(), r)
+    pyro.clear_param_store()
+    value, grads = _loss_and_grads(IWAE(k, estimator), _lg_model_with_param(lg), guide,
+                                   x0.expand(r, 3), seed)
+    return torch.cat([grads["loc"], grads["log_scale"]], dim=1), grads["mu"]
+
+
+def _z_scores(a, b):
+    se = (a.var(0) / a.shape[0] + b.var(0) / b.shape[0]).sqrt()
+    return (a.mean(0) - b.mean(0)) / se
+
+
+@pytest.mark.parametrize(("estimator", "k"), [("dreg", 5), ("dreg", 50), ("stl", 1)])
+def test_reparameterized_estimators_are_unbiased_where_theory_says(lg, estimator, k):
+    ref, _ = _guide_grads(lg, "standard", k, 4000, seed=1)
+    ours, _ = _guide_grads(lg, estimator, k, 4000, seed=2)
+    z = _z_scores(ours, ref)
+    assert float(z.abs().max()) < 3.5, z  # 4 coordinates
+
+
+def test_stl_is_biased_for_many_particles(lg):
+    ref, _ = _guide_grads(lg, "standard", 50, 4000, seed=1)
+    stl, _ = _guide_grads(lg, "stl", 50, 4000, seed=2)
+    assert float(_z_scores(stl, ref).abs().max()) > 5.0
+
+
+def test_dreg_model_gradient_equals_standard_with_same_draws(lg):
+    _, mu_std = _guide_grads(lg, "standard", 7, 50, seed=3)
+    _, mu_dreg = _guide_grads(lg, "dreg", 7, 50, seed=3)
+    torch.testing.assert_close(mu_dreg, mu_std)
+
+
+def test_dreg_guide_gradient_has_higher_signal_to_noise_at_50_particles(lg):
+    # Rainforth et al. (2018), "Tighter Variational Bounds are Not Necessarily Better": the
+    # standard IWAE guide gradient's SNR decays like 1/sqrt(K); DReG's does not.
+    std, _ = _guide_grads(lg, "standard", 50, 2000, seed=4)
+    dreg, _ = _guide_grads(lg, "dreg", 50, 2000, seed=5)
+    snr_std = std.mean(0).abs() / std.std(0)
+    snr_dreg = dreg.mean(0).abs() / dreg.std(0)
+    assert bool((snr_dreg > 2 * snr_std).all()), (snr_std, snr_dreg)
+
+
+def test_invalid_arguments_and_unsupported_guides(lg):
+    with pytest.raises(ConfigError, match="num_particles"):
+        IWAE(0)
+    with pytest.raises(ConfigError, match="estimator"):
+        IWAE(5, estimator="vimco")
+
+    def discrete_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(x.shape[0], 2, dtype=torch.float64))
+                        .to_event(1))
+
+    with pytest.raises(InferenceError, match="not reparameterizable"):
+        IWAE(3).loss(lg.model, discrete_guide, lg.sample(2))
+
+    def tensor_scaled(x):
+        with pyro.poutine.scale(scale=torch.arange(1.0, x.shape[0] + 1)):
+            lg.model(x)
+
+    with pytest.raises(InferenceError, match="tensor scale"):
+        IWAE(3).loss(tensor_scaled, lg.exact_guide, lg.sample(2))
