@@ -1,3 +1,8 @@
 """pgm_lab: graphical models and deep generative models as Pyro programs."""
 
 __version__ = "0.1.0"
+
+from .dag import DAG, cpt, node, read_bif
+from .errors import DAGError, PgmLabError
+
+__all__ = ["DAG", "DAGError", "PgmLabError", "__version__", "cpt", "node", "read_bif"]

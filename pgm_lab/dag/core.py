@@ -1,0 +1,624 @@
+"""The :class:`DAG`: a declarative directed graphical model compiled to a Pyro program.
+
+A DAG is the factorization
+
+.. math:: p(x_1, \\dots, x_n) = \\prod_{i=1}^n p(x_i \\mid \\mathrm{pa}(x_i))
+
+given as data (a mapping ``name -> conditional``, see :mod:`pgm_lab.dag.spec`). The order of
+the nodes is derived by topological sort. Instances are immutable: :meth:`DAG.condition`,
+:meth:`DAG.do` and :meth:`DAG.fit` (closed form) return new DAGs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.distributions import Bernoulli, Categorical, Distribution
+
+from ..errors import DAGError
+from .graph import suggest, topological_order
+from .spec import CPT, Node, as_node
+
+__all__ = ["DAG", "Discrete"]
+
+ROW_SUM_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Discrete:
+    """A node whose conditional is a finite table.
+
+    ``table`` is float64 ``[card(pa_1), ..., card(pa_m), card]``; ``bernoulli`` marks nodes
+    whose Pyro samples are floats ``0.``/``1.`` (Bernoulli) rather than long state indices.
+    """
+
+    card: int
+    states: tuple[str, ...]
+    table: torch.Tensor
+    bernoulli: bool = False
+
+
+def _default_states(card: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(card))
+
+
+def _root_table(d: Distribution) -> Discrete | None:
+    if d.batch_shape != () or d.event_shape != ():
+        return None
+    if isinstance(d, Bernoulli):
+        p = d.probs.detach().to(torch.float64)
+        return Discrete(2, ("0", "1"), torch.stack([1 - p, p]), bernoulli=True)
+    if isinstance(d, Categorical):
+        probs = d.probs.detach().to(torch.float64)
+        return Discrete(probs.shape[-1], _default_states(probs.shape[-1]), probs)
+    return None
+
+
+def _fmt_config(parents: Sequence[str], states: Sequence[Sequence[str]], idx: Sequence[int]) -> str:
+    return ", ".join(f"{p}={s[i]!r}" for p, s, i in zip(parents, states, idx))
+
+
+class DAG:
+    """A directed acyclic graphical model built from a spec ``name -> conditional``.
+
+    Args:
+        spec: mapping from node name to a root distribution, a callable whose argument names
+            are its parents, :func:`~pgm_lab.dag.node` or :func:`~pgm_lab.dag.cpt`. Discrete
+            tables, continuous distributions and neural-network conditionals can be mixed.
+        name: a label (the BIF ``network`` name).
+
+    Raises:
+        DAGError: unknown parents (with close-name suggestions), cycles (printed as
+            ``a -> b -> a``), CPT tables whose shape does not match their parents or whose
+            rows are not probability vectors (naming the parent configuration).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> dag = DAG({"a": dist.Bernoulli(0.3),
+        ...            "b": lambda a: dist.Normal(2.0 * a, 1.0),
+        ...            "c": cpt(["a"], [[0.9, 0.1], [0.2, 0.8]])})
+        >>> dag.factorization()
+        'p(a) p(b | a) p(c | a)'
+    """
+
+    def __init__(self, spec: Mapping[str, Any], *, name: str = "unknown",
+                 properties: Sequence[str] = ()) -> None:
+        if not isinstance(spec, Mapping) or not spec:
+            raise DAGError(f"DAG spec must be a non-empty mapping name -> distribution, "
+                           f"callable, node(...) or cpt(...), got {type(spec).__name__}")
+        for key in spec:
+            if not isinstance(key, str) or not key:
+                raise DAGError(f"node names must be non-empty strings, got {key!r}")
+        self._spec: dict[str, Node | CPT] = {k: as_node(k, v) for k, v in spec.items()}
+        self._parents = {k: v.parents for k, v in self._spec.items()}
+        self.nodes: tuple[str, ...] = topological_order(self._parents)
+        self.name = name
+        self.properties = tuple(properties)
+        self._evidence: dict[str, torch.Tensor] = {}
+        self._interventions: dict[str, Any] = {}
+        self._discrete_cache: dict[str, Discrete | None] | None = None
+        self._expressions: OrderedDict = OrderedDict()
+        self._sampler_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._check_tables()
+
+    # ------------------------------------------------------------------ structure
+    def parents(self, name: str) -> tuple[str, ...]:
+        """Parents of ``name`` in the order its conditional takes them."""
+        return self._parents[self._check_name(name)]
+
+    def children(self, name: str) -> tuple[str, ...]:
+        """Children of ``name``, in topological order."""
+        self._check_name(name)
+        return tuple(n for n in self.nodes if name in self._parents[n])
+
+    @property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """All edges ``(parent, child)``, children in topological order."""
+        return tuple((p, n) for n in self.nodes for p in self._parents[n])
+
+    @property
+    def spec(self) -> dict[str, Node | CPT]:
+        """The normalized spec ``name -> Node | CPT``, in the order given."""
+        return dict(self._spec)
+
+    @property
+    def evidence(self) -> dict[str, torch.Tensor]:
+        """Observed values set by :meth:`condition` (state indices for discrete nodes)."""
+        return dict(self._evidence)
+
+    def factorization(self) -> str:
+        """The factorization as text, e.g. ``"p(a) p(b | a) p(c | a)"``."""
+        terms = []
+        for n in self.nodes:
+            ps = self._parents[n]
+            terms.append(f"p({n} | {', '.join(ps)})" if ps else f"p({n})")
+        return " ".join(terms)
+
+    def __repr__(self) -> str:
+        extra = f", observed={sorted(self._evidence)}" if self._evidence else ""
+        extra += f", intervened={sorted(self._interventions)}" if self._interventions else ""
+        return f"DAG({self.factorization()!r}{extra})"
+
+    def _check_name(self, name: str) -> str:
+        if name not in self._spec:
+            raise DAGError(f"unknown node {name!r}{suggest(str(name), self._spec)}; "
+                           f"nodes are {list(self.nodes)}")
+        return name
+
+    # ------------------------------------------------------------------ discrete tables
+    def _static_discrete(self, name: str) -> Discrete | None:
+        nd = self._spec[name]
+        if isinstance(nd, CPT):
+            return Discrete(nd.card, nd.states or _default_states(nd.card), nd.table)
+        if nd.root is not None:
+            return _root_table(nd.root)
+        return None
+
+    def _check_tables(self) -> None:
+        for name in self.nodes:
+            nd = self._spec[name]
+            if not isinstance(nd, CPT):
+                continue
+            pstates = []
+            for axis, p in enumerate(nd.parents):
+                info = self._static_discrete(p)
+                if info is None:
+                    if self._spec[p].root is not None:
+                        raise DAGError(f"node {name!r} is a cpt but its parent {p!r} is not a "
+                                       f"discrete node ({type(self._spec[p].root).__name__}); "
+                                       "a cpt needs discrete parents")
+                    pstates.append(nd.parent_states.get(p, _default_states(nd.table.shape[axis])))
+                    continue
+                if info.card != nd.table.shape[axis]:
+                    raise DAGError(f"cpt of node {name!r}: table axis {axis} (parent {p!r}) has "
+                                   f"{nd.table.shape[axis]} states but {p!r} has {info.card} "
+                                   f"{list(info.states)}; expected table shape "
+                                   f"{self._expected_shape(name)}, got {tuple(nd.table.shape)}")
+                declared = nd.parent_states.get(p)
+                if declared is not None and tuple(declared) != info.states:
+                    raise DAGError(f"cpt of node {name!r} names the states of {p!r} as "
+                                   f"{list(declared)}, but {p!r} has states {list(info.states)}")
+                pstates.append(info.states)
+            self._check_rows(name, nd.table, nd.parents, pstates)
+
+    def _expected_shape(self, name: str) -> tuple[int | str, ...]:
+        nd = self._spec[name]
+        cards: list[int | str] = []
+        for p in nd.parents:
+            info = self._static_discrete(p)
+            cards.append(info.card if info is not None else "?")
+        return (*cards, nd.card) if isinstance(nd, CPT) else tuple(cards)
+
+    @staticmethod
+    def _check_rows(name: str, table: torch.Tensor, parents: Sequence[str],
+                    pstates: Sequence[Sequence[str]]) -> None:
+        if not torch.isfinite(table).all():
+            bad = torch.nonzero(~torch.isfinite(table))[0].tolist()
+            raise DAGError(f"cpt of node {name!r} has a NaN/inf entry for parent configuration "
+                           f"({_fmt_config(parents, pstates, bad[:-1])})")
+        if (table < 0).any():
+            bad = torch.nonzero(table < 0)[0].tolist()
+            raise DAGError(f"cpt of node {name!r} has a negative entry {table[tuple(bad)]:.6g} "
+                           f"for parent configuration ({_fmt_config(parents, pstates, bad[:-1])})")
+        sums = table.sum(-1)
+        off = (sums - 1).abs() > ROW_SUM_ATOL
+        if off.any():
+            bad = torch.nonzero(off)[0].tolist()
+            where = _fmt_config(parents, pstates, bad) if parents else "no parents"
+            raise DAGError(f"cpt of node {name!r}: the row for parent configuration ({where}) "
+                           f"sums to {sums[tuple(bad)].item():.6g}, expected 1 (within "
+                           f"{ROW_SUM_ATOL:g}); try normalizing, table / table.sum(-1, "
+                           "keepdim=True)")
+
+    def _discrete(self) -> dict[str, Discrete | None]:
+        """Tables of every node whose conditional is discrete given discrete parents.
+
+        Callables are tabulated by calling them once on the grid of all parent
+        configurations (parents broadcast against each other), so a Bernoulli or Categorical
+        conditional written as a function is as good as a :func:`cpt`.
+        """
+        if self._discrete_cache is not None:
+            return self._discrete_cache
+        out: dict[str, Discrete | None] = {}
+        for name in self.nodes:
+            nd = self._spec[name]
+            info = self._static_discrete(name)
+            if info is None and isinstance(nd, Node) and nd.root is None:
+                pinfo = [out[p] for p in nd.parents]
+                if all(pi is not None for pi in pinfo):
+                    info = self._tabulate(name, nd, pinfo)
+            if isinstance(nd, CPT):
+                for axis, p in enumerate(nd.parents):
+                    pi = out[p]
+                    if pi is None or pi.card != nd.table.shape[axis]:
+                        got = "continuous" if pi is None else f"{pi.card} states"
+                        raise DAGError(f"cpt of node {name!r}: table axis {axis} (parent {p!r}) "
+                                       f"has {nd.table.shape[axis]} states, but {p!r} is {got}")
+            out[name] = info
+        self._discrete_cache = out
+        return out
+
+    def _tabulate(self, name: str, nd: Node, pinfo: list[Discrete]) -> Discrete | None:
+        m = len(pinfo)
+        cards = [pi.card for pi in pinfo]
+        grid = []
+        for i, pi in enumerate(pinfo):
+            shape = [1] * m
+            shape[i] = pi.card
+            v = torch.arange(pi.card).reshape(shape)
+            grid.append(v.to(torch.get_default_dtype()) if pi.bernoulli else v)
+        with torch.no_grad():
+            d = nd(*grid)
+        if not isinstance(d, (Bernoulli, Categorical)) or d.event_shape != ():
+            return None
+        try:
+            shape = torch.broadcast_shapes(d.batch_shape, tuple(cards))
+        except RuntimeError:
+            return None
+        if shape != tuple(cards):
+            return None
+        if isinstance(d, Bernoulli):
+            p = d.probs.detach().to(torch.float64).expand(cards)
+            return Discrete(2, ("0", "1"), torch.stack([1 - p, p], -1), bernoulli=True)
+        probs = d.probs.detach().to(torch.float64)
+        probs = probs.expand(*cards, probs.shape[-1])
+        return Discrete(probs.shape[-1], _default_states(probs.shape[-1]), probs)
+
+    def is_discrete(self, name: str) -> bool:
+        """Whether ``name`` has a finite table given its (discrete) parents."""
+        return self._discrete()[self._check_name(name)] is not None
+
+    def states(self, name: str) -> tuple[str, ...]:
+        """State names of a discrete node (``"0", "1", ...`` unless named)."""
+        info = self._discrete()[self._check_name(name)]
+        if info is None:
+            raise DAGError(f"node {name!r} is not discrete (its conditional is not a finite "
+                           "table given discrete parents), so it has no states")
+        return info.states
+
+    def tables(self, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Float64 tables ``[card(pa_1), ..., card(pa_m), card]`` of discrete nodes.
+
+        Raises:
+            InferenceError: one of ``names`` (default: all nodes) is not discrete.
+        """
+        from ..errors import InferenceError
+
+        info = self._discrete()
+        names = self.nodes if names is None else names
+        out = {}
+        for n in names:
+            if info[n] is None:
+                raise InferenceError(f"exact inference needs discrete nodes, but {n!r} is not "
+                                     "(continuous, or has a continuous parent); use "
+                                     "log_evidence(..., method='importance')")
+            out[n] = info[n].table
+        return out
+
+    # ------------------------------------------------------------------ values
+    def encode(self, name: str, value: Any) -> torch.Tensor:
+        """Turn a state name, index or tensor into the value a node's sample site takes.
+
+        Discrete nodes accept state names (str), indices (int), lists of those, or tensors of
+        indices ``[B]``; the result is a long index tensor, or float for Bernoulli nodes.
+        Other nodes accept anything ``torch.as_tensor`` takes.
+
+        Raises:
+            DAGError: unknown state names, or indices outside ``[0, card)``.
+        """
+        return self._to_value(name, self._to_index(name, value))
+
+    def _to_index(self, name: str, value: Any) -> torch.Tensor:
+        info = self._discrete()[self._check_name(name)]
+        if info is None:
+            if isinstance(value, str):
+                raise DAGError(f"node {name!r} is continuous; got the state name {value!r}")
+            return torch.as_tensor(value, dtype=torch.get_default_dtype())
+        if isinstance(value, str) or (isinstance(value, (list, tuple)) and value
+                                      and all(isinstance(v, str) for v in value)):
+            names = [value] if isinstance(value, str) else list(value)
+            idx = []
+            for s in names:
+                if s not in info.states:
+                    raise DAGError(f"node {name!r} has no state {s!r}"
+                                   f"{suggest(s, info.states)}; states are {list(info.states)}")
+                idx.append(info.states.index(s))
+            t = torch.tensor(idx)
+            return t[0] if isinstance(value, str) else t
+        t = torch.as_tensor(value)
+        if t.is_floating_point():
+            if not torch.equal(t, t.round()):
+                raise DAGError(f"node {name!r} is discrete; expected state indices or names, "
+                               f"got non-integer values {t.flatten()[:5].tolist()}")
+        t = t.long()
+        if t.numel() and (t.min() < 0 or t.max() >= info.card):
+            bad = int(t.min() if t.min() < 0 else t.max())
+            raise DAGError(f"node {name!r} has {info.card} states {list(info.states)}; got index "
+                           f"{bad}; expected 0..{info.card - 1}")
+        return t
+
+    def _to_value(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        info = self._discrete()[name]
+        if info is not None and info.bernoulli:
+            return index.to(torch.get_default_dtype())
+        return index
+
+    # ------------------------------------------------------------------ new DAGs
+    def _derive(self, spec: Mapping[str, Node | CPT]) -> DAG:
+        new = DAG(spec, name=self.name, properties=self.properties)
+        new._evidence = dict(self._evidence)
+        new._interventions = dict(self._interventions)
+        return new
+
+    def condition(self, evidence: Mapping[str, Any]) -> DAG:
+        """A new DAG whose ``evidence`` nodes are observed (``obs=`` in :attr:`model`).
+
+        Values are state names, indices or tensors ``[B]`` (discrete), or tensors
+        (continuous). Evidence of this DAG and the new one are merged.
+        """
+        if not isinstance(evidence, Mapping):
+            raise DAGError(f"evidence must be a mapping name -> value, got "
+                           f"{type(evidence).__name__}")
+        new = self._derive(self._spec)
+        for k, v in evidence.items():
+            if k in self._interventions:
+                raise DAGError(f"node {k!r} is intervened on (do); it cannot also be observed")
+            new._evidence[k] = self._to_index(k, v)
+        new._discrete_cache = self._discrete_cache
+        return new
+
+    def do(self, interventions: Mapping[str, Any]) -> DAG:
+        """A new DAG where each intervened node is set to a constant, cutting incoming edges.
+
+        .. math:: p(x \\mid do(x_k = v)) = \\delta_v(x_k) \\prod_{i \\ne k} p(x_i \\mid pa(x_i))
+
+        Discrete nodes keep their states (a one-hot table); others become ``Delta(value)``.
+
+        Reference: J. Pearl, *Causality*, 2nd ed., Cambridge University Press, 2009.
+        """
+        if not isinstance(interventions, Mapping):
+            raise DAGError(f"interventions must be a mapping name -> value, got "
+                           f"{type(interventions).__name__}")
+        spec = dict(self._spec)
+        info = self._discrete()
+        for k, v in interventions.items():
+            if k in self._evidence:
+                raise DAGError(f"node {k!r} is observed; it cannot also be intervened on")
+            idx = self._to_index(k, v)
+            if info[k] is not None:
+                if idx.dim() != 0:
+                    raise DAGError(f"do({k!r}=...) needs one state, got a tensor of shape "
+                                   f"{tuple(idx.shape)}")
+                table = torch.zeros(info[k].card, dtype=torch.float64)
+                table[idx] = 1.0
+                if info[k].bernoulli:
+                    spec[k] = Node((), lambda: None, root=dist.Bernoulli(table[1].float()))
+                else:
+                    spec[k] = CPT((), table, info[k].states)
+            else:
+                spec[k] = Node((), lambda: None, root=dist.Delta(idx, event_dim=idx.dim()))
+        new = self._derive(spec)
+        new._interventions.update(interventions)
+        return new
+
+    # ------------------------------------------------------------------ Pyro program
+    def model(self, data: Mapping[str, Any] | None = None, *, size: int | None = None
+              ) -> dict[str, torch.Tensor]:
+        """The DAG as a Pyro program: one sample site per node inside ``plate("data")``.
+
+        Args:
+            data: extra observed values ``name -> tensor [N]`` (added to :attr:`evidence`).
+            size: plate size when nothing observed sets it (default 1).
+
+        Returns:
+            dict ``name -> value`` of every node (observed or sampled).
+        """
+        obs = dict(self._evidence)
+        for k, v in (data or {}).items():
+            obs[k] = self._to_index(k, v)
+        obs = {k: self._to_value(k, v) for k, v in obs.items()}
+        n = self._plate_size(obs, size)
+        values: dict[str, torch.Tensor] = {}
+        with pyro.plate("data", n):
+            for name in self.nodes:
+                d = self._spec[name](*[values[p] for p in self._parents[name]])
+                o = obs.get(name)
+                if o is not None and o.dim() == 0:
+                    o = o.expand(n)
+                values[name] = pyro.sample(name, d, obs=o)
+        return values
+
+    @staticmethod
+    def _plate_size(obs: Mapping[str, torch.Tensor], size: int | None) -> int:
+        sizes = {int(v.shape[0]) for v in obs.values() if v.dim() > 0}
+        if size is not None:
+            sizes.add(int(size))
+        if len(sizes) > 1:
+            raise DAGError(f"observed values have different lengths {sorted(sizes)}; expected "
+                           "one batch size B for every tensor")
+        return sizes.pop() if sizes else 1
+
+    # ------------------------------------------------------------------ sampling
+    def _cdf(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name not in self._sampler_cache:
+            nd = self._spec[name]
+            table = nd.table
+            cards = table.shape[:-1]
+            strides = torch.ones(len(cards), dtype=torch.long)
+            for i in range(len(cards) - 2, -1, -1):
+                strides[i] = strides[i + 1] * cards[i + 1]
+            cdf = table.reshape(-1, table.shape[-1]).cumsum(-1)[:, :-1].contiguous()
+            self._sampler_cache[name] = (cdf, strides)
+        return self._sampler_cache[name]
+
+    def _sample_node(self, name: str, values: Mapping[str, torch.Tensor],
+                     shape: tuple[int, ...]) -> torch.Tensor:
+        nd = self._spec[name]
+        pvals = [values[p] for p in self._parents[name]]
+        if isinstance(nd, CPT):
+            # Inverse-CDF sampling from the flattened table: one gather and one comparison
+            # for the whole batch (torch.multinomial would loop over rows internally).
+            cdf, strides = self._cdf(name)
+            flat = torch.zeros(shape, dtype=torch.long)
+            for v, s in zip(pvals, strides):
+                flat = flat + v.long() * s
+            u = torch.rand(shape, dtype=cdf.dtype)
+            return (u.unsqueeze(-1) >= cdf[flat]).sum(-1)
+        d = nd(*pvals)
+        bs = torch.broadcast_shapes(d.batch_shape, shape)
+        return (d.expand(bs) if d.batch_shape != bs else d).sample()
+
+    def _ancestral(self, shape: tuple[int, ...], observed: Mapping[str, torch.Tensor]
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Sample unobserved nodes in topological order, whole batch per node.
+
+        Returns the values and ``sum log p(obs | parents)`` per sample (likelihood weights).
+        """
+        values: dict[str, torch.Tensor] = {}
+        log_w = torch.zeros(shape, dtype=torch.float64)
+        for name in self.nodes:
+            if name in observed:
+                v = observed[name]
+                d = self._spec[name](*[values[p] for p in self._parents[name]])
+                lp = d.log_prob(v)
+                log_w = log_w + lp.to(torch.float64)
+                values[name] = v.expand(shape + tuple(d.event_shape))
+            else:
+                values[name] = self._sample_node(name, values, shape)
+        return values, log_w
+
+    def sample(self, n: int, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Vectorized ancestral sampling: ``n`` joint draws, parents before children.
+
+        Each node is sampled for the whole batch at once (no Python loop over samples);
+        discrete tables use inverse-CDF sampling. Observed nodes of a conditioned DAG are
+        clamped to their evidence (the draws are then the likelihood-weighting proposal, not
+        the posterior; see :meth:`posterior` and :meth:`log_evidence`).
+
+        Args:
+            n: number of draws.
+            seed: seeds a forked torch RNG (the global RNG is left untouched); ``None`` uses
+                the global RNG.
+
+        Returns:
+            dict ``name -> tensor [n, *event_shape]``; discrete nodes give state indices
+            (float ``0.``/``1.`` for Bernoulli nodes).
+        """
+        if not isinstance(n, int) or n < 1:
+            raise DAGError(f"n must be a positive int, got {n!r}")
+        obs = {k: self._to_value(k, v) for k, v in self._evidence.items()}
+        bad = [k for k, v in obs.items() if v.dim() > 0 and v.shape[0] not in (1, n)]
+        if bad:
+            raise DAGError(f"evidence on {bad} has a batch size different from n={n}")
+        with torch.no_grad(), _rng(seed):
+            values, _ = self._ancestral((n,), obs)
+        return values
+
+    def log_prob(self, values: Mapping[str, Any]) -> torch.Tensor:
+        """Joint log density per row, :math:`\\sum_i \\log p(x_i \\mid pa(x_i))`.
+
+        Args:
+            values: every node ``name -> tensor [N, ...]`` (state names/indices for discrete).
+
+        Returns:
+            tensor ``[N]`` (float64 when any table is float64).
+        """
+        missing = [n for n in self.nodes if n not in values]
+        if missing:
+            raise DAGError(f"log_prob needs a value for every node; missing {missing}. For a "
+                           "marginal use log_evidence(evidence)")
+        unknown = [k for k in values if k not in self._spec]
+        if unknown:
+            self._check_name(unknown[0])
+        vals = {k: self._to_value(k, self._to_index(k, values[k])) for k in self.nodes}
+        total = 0.0
+        for name in self.nodes:
+            d = self._spec[name](*[vals[p] for p in self._parents[name]])
+            total = total + d.log_prob(vals[name])
+        return torch.as_tensor(total)
+
+    # ------------------------------------------------------------------ inference
+    def posterior(self, query: str | Sequence[str], evidence: Mapping[str, Any] | None = None
+                  ) -> dict[str, torch.Tensor]:
+        """Exact posterior marginals by variable elimination (see :mod:`pgm_lab.dag.exact`)."""
+        from .exact import posterior
+
+        return posterior(self, query, evidence)
+
+    def log_evidence(self, evidence: Mapping[str, Any] | None = None, *, method: str = "exact",
+                     num_samples: int = 1000, guide: Callable | None = None,
+                     seed: int | None = None, return_info: bool = False) -> Any:
+        """Log marginal likelihood :math:`\\log p(e)` of the evidence, tensor ``[*batch]``.
+
+        Args:
+            evidence: ``name -> value`` merged with this DAG's evidence.
+            method: ``"exact"`` (variable elimination, discrete networks, float64) or
+                ``"importance"`` (likelihood weighting with the prior as proposal, or
+                ``guide``; any network).
+            num_samples: number of importance samples ``K``.
+            guide: a Pyro callable proposing the latent nodes (``method="importance"``).
+            seed: seed of the importance sampler.
+            return_info: with ``method="importance"``, return the
+                :class:`~pgm_lab.dag.importance.ImportanceResult` (estimate, standard error,
+                effective sample size, log weights) instead of the tensor.
+        """
+        from ..errors import ConfigError
+
+        if method == "exact":
+            if return_info:
+                raise ConfigError("return_info=True needs method='importance' (the exact "
+                                  "method has no standard error)")
+            from .exact import log_evidence
+
+            return log_evidence(self, evidence)
+        if method == "importance":
+            from .importance import importance_log_evidence
+
+            res = importance_log_evidence(self, evidence, num_samples=num_samples, guide=guide,
+                                          seed=seed)
+            return res if return_info else res.log_evidence
+        raise ConfigError(f"method must be 'exact' or 'importance', got {method!r}")
+
+    # ------------------------------------------------------------------ learning, I/O, pictures
+    def fit(self, data: Mapping[str, Any], **kwargs: Any) -> DAG:
+        """Learn the conditionals from data; see :func:`pgm_lab.dag.learn.fit`."""
+        from .learn import fit
+
+        return fit(self, data, **kwargs)
+
+    def to_bif(self, path: str | os.PathLike | None = None) -> str:
+        """Write the network in BIF (bnlearn) format; returns the text. See :mod:`.bif`."""
+        from .bif import to_bif
+
+        return to_bif(self, path)
+
+    def render(self, filename: str | os.PathLike | None = None, format: str = "png"):
+        """A :class:`graphviz.Digraph` of the DAG; see :func:`pgm_lab.dag.render.render`."""
+        from .render import render
+
+        return render(self, filename, format=format)
+
+
+class _rng:
+    """``with _rng(seed):`` runs on a forked, seeded torch RNG (no-op for ``seed=None``)."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._fork = None
+
+    def __enter__(self) -> None:
+        if self.seed is not None:
+            self._fork = torch.random.fork_rng(devices=[])
+            self._fork.__enter__()
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fork is not None:
+            self._fork.__exit__(*exc)

@@ -1,0 +1,134 @@
+"""Importance-sampling estimates of the log evidence of a DAG (any node types).
+
+With proposals :math:`z_k \\sim q`, the estimator and its delta-method standard error are
+
+.. math::
+
+    \\hat p(e) = \\frac{1}{K} \\sum_{k=1}^K w_k, \\quad
+    w_k = \\frac{p(z_k, e)}{q(z_k)}, \\quad
+    \\mathrm{se}(\\log \\hat p(e)) \\approx \\frac{\\mathrm{sd}(w)}{\\sqrt{K}\\,\\bar w},
+    \\quad \\mathrm{ESS} = \\frac{(\\sum_k w_k)^2}{\\sum_k w_k^2}.
+
+With the prior as proposal (likelihood weighting) the latent nodes are drawn by vectorized
+ancestral sampling with observed nodes clamped, and
+:math:`w_k = \\prod_{i \\in e} p(e_i \\mid \\mathrm{pa}(e_i))`. With a user guide, the guide
+and the conditioned model run once inside a vectorized ``pyro.plate("particles", K)`` and
+the weights come from their traces.
+
+References:
+    R. Fung and K.-C. Chang, "Weighing and integrating evidence for stochastic simulation in
+    Bayesian networks", UAI 1989. A. Kong, "A note on importance sampling using standardized
+    weights", 1992 (effective sample size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+
+from ..errors import ConfigError, DAGError, InferenceError
+
+if TYPE_CHECKING:
+    from .core import DAG
+
+__all__ = ["ImportanceResult", "importance_log_evidence"]
+
+
+class ImportanceResult(NamedTuple):
+    """Result of :func:`importance_log_evidence`; fields have shape ``[*batch]``.
+
+    Attributes:
+        log_evidence: the estimate :math:`\\log \\hat p(e)` (float64).
+        stderr: delta-method standard error of ``log_evidence``.
+        ess: effective sample size of the normalized weights.
+        log_weights: ``[K, *batch]`` log importance weights.
+    """
+
+    log_evidence: torch.Tensor
+    stderr: torch.Tensor
+    ess: torch.Tensor
+    log_weights: torch.Tensor
+
+
+def summarize(log_w: torch.Tensor) -> ImportanceResult:
+    """Estimate, standard error and ESS from log weights ``[K, *batch]``."""
+    k = log_w.shape[0]
+    if not torch.isfinite(log_w.max(0).values).all():
+        raise InferenceError("every importance weight is zero (or NaN) for some evidence row; "
+                             "the proposal never produces the evidence. Use a guide or more "
+                             "samples")
+    m = log_w.max(0, keepdim=True).values
+    w = (log_w - m).exp()
+    mean = w.mean(0)
+    est = mean.log() + m.squeeze(0)
+    sd = w.std(0) if k > 1 else torch.full_like(mean, math.inf)
+    stderr = sd / (math.sqrt(k) * mean)
+    ess = w.sum(0) ** 2 / (w**2).sum(0)
+    return ImportanceResult(est, stderr, ess, log_w)
+
+
+def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None, *,
+                            num_samples: int = 1000, guide: Callable | None = None,
+                            seed: int | None = None) -> ImportanceResult:
+    """Importance-sampling estimate of :math:`\\log p(e)` with its error.
+
+    Args:
+        dag: any DAG (discrete, continuous or mixed).
+        evidence: ``name -> value`` merged with ``dag.evidence``; a tensor ``[B, ...]`` gives
+            ``B`` independent estimates in one vectorized pass.
+        num_samples: ``K`` particles per evidence row.
+        guide: ``None`` for the prior proposal (likelihood weighting), or a Pyro callable
+            called with no arguments that samples every unobserved node by name (inside
+            ``pyro.plate("data", B)`` for batched evidence).
+        seed: seeds a forked torch RNG.
+
+    Returns:
+        :class:`ImportanceResult` with fields of shape ``[]`` or ``[B]``.
+    """
+    from .core import _rng
+
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive int, got {num_samples!r}")
+    cond = dag.condition(evidence or {})
+    if not cond._evidence:
+        raise DAGError("importance sampling needs evidence (at least one observed node)")
+    obs = {k: cond._to_value(k, v) for k, v in cond._evidence.items()}
+    sizes = {int(v.shape[0]) for v in obs.values() if v.dim() > 0}
+    if len(sizes) > 1:
+        raise DAGError(f"batched evidence tensors have different lengths {sorted(sizes)}")
+    b = sizes.pop() if sizes else None
+    with _rng(seed):
+        if guide is None:
+            shape = (num_samples,) if b is None else (num_samples, b)
+            with torch.no_grad():
+                _, log_w = cond._ancestral(shape, obs)
+        else:
+            log_w = _guided_log_weights(cond, guide, num_samples)
+            log_w = log_w.reshape(num_samples, -1)
+            log_w = log_w[:, 0] if b is None else log_w
+    return summarize(log_w.detach().to(torch.float64))
+
+
+def _guided_log_weights(cond: DAG, guide: Callable, k: int) -> torch.Tensor:
+    # Pyro's vectorized_importance_weights sums over the data plate; we need one weight per
+    # evidence row, so we trace both programs in a particle plate and sum per row ourselves.
+    with torch.no_grad(), pyro.plate("particles", k, dim=-2):
+        guide_tr = poutine.trace(guide).get_trace()
+        model_tr = poutine.trace(poutine.replay(cond.model, trace=guide_tr)).get_trace()
+    missing = [n for n in cond.nodes if n not in cond._evidence
+               and n not in guide_tr.nodes]
+    if missing:
+        raise DAGError(f"the guide must sample every unobserved node; it does not sample "
+                       f"{missing}")
+    total = torch.zeros(k, 1, dtype=torch.float64)
+    for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
+        tr.compute_log_prob()
+        for site in tr.nodes.values():
+            if site["type"] == "sample":
+                total = total + sign * site["log_prob"].to(torch.float64)
+    return total

@@ -1,0 +1,182 @@
+"""Building blocks of a DAG specification: :func:`node` (explicit parents) and :func:`cpt`.
+
+A DAG spec maps node names to one of
+
+- a :class:`torch.distributions.Distribution` (a root node),
+- a callable whose argument names are its parents (as TFP's ``JointDistributionNamed``),
+- :func:`node` (a callable with explicitly listed parents, called positionally),
+- :func:`cpt` (a discrete conditional probability table).
+
+:func:`as_node` turns any of these into a :class:`Node`, the one internal representation.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pyro.distributions as dist
+import torch
+from torch.distributions import Distribution
+
+from ..errors import DAGError
+
+__all__ = ["CPT", "Node", "as_node", "cpt", "node"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One conditional ``p(x | parents)`` of a DAG.
+
+    Attributes:
+        parents: parent names, in the order ``fn`` takes them.
+        fn: ``fn(*parent_values) -> Distribution``; for a root, ``fn()`` returns ``root``.
+        root: the distribution of a root node given as a distribution (else ``None``).
+        keywords: call ``fn`` with keyword arguments named after the parents.
+    """
+
+    parents: tuple[str, ...]
+    fn: Callable[..., Distribution]
+    root: Distribution | None = None
+    keywords: bool = False
+
+    def __call__(self, *values: torch.Tensor) -> Distribution:
+        if self.root is not None:
+            return self.root
+        if self.keywords:
+            return self.fn(**dict(zip(self.parents, values)))
+        return self.fn(*values)
+
+
+@dataclass(frozen=True, eq=False)
+class CPT:
+    """A discrete conditional probability table ``p(x | parents)``.
+
+    Attributes:
+        parents: parent names (axis ``i`` of ``table`` indexes the states of ``parents[i]``).
+        table: float64 tensor ``[card(parents[0]), ..., card(parents[-1]), card(x)]``; the last
+            axis is the distribution of ``x`` for one parent configuration.
+        states: state names of ``x`` (``None`` -> ``"0", "1", ...``).
+        parent_states: state names of the parents, as declared by the table's author (checked
+            against the parents' own states when the DAG is built).
+        properties: free-form BIF ``property`` lines, kept for an exact round trip.
+    """
+
+    parents: tuple[str, ...]
+    table: torch.Tensor
+    states: tuple[str, ...] | None = None
+    parent_states: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    properties: tuple[str, ...] = ()
+
+    @property
+    def card(self) -> int:
+        """Number of states of the node."""
+        return int(self.table.shape[-1])
+
+    def __call__(self, *values: torch.Tensor) -> dist.Categorical:
+        idx = tuple(torch.as_tensor(v).long() for v in values)
+        return dist.Categorical(probs=self.table[idx] if idx else self.table)
+
+
+def cpt(
+    parents: Sequence[str],
+    table: torch.Tensor | Sequence,
+    states: Sequence[str] | None = None,
+    parent_states: Mapping[str, Sequence[str]] | Sequence[Sequence[str]] | None = None,
+) -> CPT:
+    """A discrete conditional probability table ``p(x | parents)`` for a :class:`DAG` spec.
+
+    .. math:: p(x = k \\mid \\mathrm{pa}(x) = (j_1, \\dots, j_m)) = T[j_1, \\dots, j_m, k]
+
+    Args:
+        parents: names of the ``m`` parents (any number, possibly none).
+        table: nested lists or tensor of shape ``[card(pa_1), ..., card(pa_m), card(x)]``;
+            every row ``T[j_1, ..., j_m, :]`` must be a probability vector (checked when the
+            DAG is built, naming the parent configuration of a bad row).
+        states: names of the node's states (default ``"0", "1", ...``).
+        parent_states: names of the parents' states, a mapping ``parent -> names`` or a list
+            aligned with ``parents``; used in messages and checked against the parents.
+
+    Returns:
+        a :class:`CPT`; the distribution for parent values ``v`` is
+        ``Categorical(probs=T[v_1, ..., v_m])`` and its samples are state indices.
+
+    Example:
+        >>> c = cpt(["a"], [[0.9, 0.1], [0.2, 0.8]], states=["off", "on"])
+    """
+    if isinstance(parents, str) or not all(isinstance(p, str) for p in parents):
+        raise DAGError(f"cpt parents must be a list of node names, got {parents!r}; "
+                       "try cpt(['a', 'b'], table)")
+    parents = tuple(parents)
+    if len(set(parents)) != len(parents):
+        raise DAGError(f"cpt parents must be distinct, got {list(parents)}")
+    try:
+        t = torch.as_tensor(table, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DAGError(f"cpt table must be a (nested) list or tensor of numbers: {exc}") from exc
+    if t.dim() != len(parents) + 1:
+        raise DAGError(f"cpt table with {len(parents)} parents {list(parents)} must have "
+                       f"{len(parents) + 1} dimensions [parent cards..., card], got shape "
+                       f"{tuple(t.shape)}")
+    if t.shape[-1] < 1 or any(s < 1 for s in t.shape):
+        raise DAGError(f"cpt table has an empty dimension: shape {tuple(t.shape)}")
+    if states is not None:
+        states = tuple(str(s) for s in states)
+        if len(states) != t.shape[-1]:
+            raise DAGError(f"cpt has {t.shape[-1]} columns (states) but {len(states)} state "
+                           f"names {list(states)}")
+        if len(set(states)) != len(states):
+            raise DAGError(f"cpt state names must be distinct, got {list(states)}")
+    ps: dict[str, tuple[str, ...]] = {}
+    if parent_states is not None:
+        items = (parent_states.items() if isinstance(parent_states, Mapping)
+                 else zip(parents, parent_states))
+        for p, names in items:
+            if p not in parents:
+                raise DAGError(f"parent_states names {p!r}, which is not a parent {list(parents)}")
+            names = tuple(str(s) for s in names)
+            axis = parents.index(p)
+            if len(names) != t.shape[axis]:
+                raise DAGError(f"cpt table axis {axis} (parent {p!r}) has {t.shape[axis]} "
+                               f"states, but parent_states gives {len(names)}: {list(names)}")
+            ps[p] = names
+    return CPT(parents, t, states, ps)
+
+
+def node(fn: Callable[..., Distribution], parents: Sequence[str] = ()) -> Node:
+    """A conditional given by ``fn(*parent_values) -> Distribution`` with explicit parents.
+
+    Use it when the callable's argument names are not the parent names (e.g. a ``nn.Module``
+    or a function of ``*args``). The parents are passed positionally, in the listed order.
+    """
+    if not callable(fn):
+        raise DAGError(f"node(fn, parents) needs a callable fn, got {type(fn).__name__}")
+    if isinstance(parents, str) or not all(isinstance(p, str) for p in parents):
+        raise DAGError(f"node parents must be a list of node names, got {parents!r}")
+    if len(set(parents)) != len(parents):
+        raise DAGError(f"node parents must be distinct, got {list(parents)}")
+    return Node(tuple(parents), fn)
+
+
+def as_node(name: str, value: object) -> Node | CPT:
+    """Turn one spec entry into a :class:`Node` or :class:`CPT` (validates its form)."""
+    if isinstance(value, (Node, CPT)):
+        return value
+    if isinstance(value, Distribution):
+        return Node((), lambda: value, root=value)
+    if callable(value):
+        try:
+            sig = inspect.signature(value)
+        except (TypeError, ValueError) as exc:
+            raise DAGError(f"cannot read the parents of node {name!r} from its signature; "
+                           "use node(fn, parents=[...])") from exc
+        names = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise DAGError(f"node {name!r}: a callable with *args/**kwargs has no named "
+                               "parents; use node(fn, parents=[...])")
+            names.append(p.name)
+        return Node(tuple(names), value, keywords=True)
+    raise DAGError(f"node {name!r}: expected a Distribution, a callable returning one, "
+                   f"node(...) or cpt(...), got {type(value).__name__}")

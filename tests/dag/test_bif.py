@@ -1,0 +1,153 @@
+import gzip
+import warnings
+
+import pytest
+import torch
+
+from pgm_lab.dag import DAG, available_networks, cpt, parse_bif, read_bif
+from pgm_lab.errors import DAGError
+
+from ._oracles import pgmpy, pgmpy_file
+
+BUNDLED = ["alarm", "asia", "cancer", "child", "earthquake", "sachs", "survey"]
+
+
+def _same(a: DAG, b: DAG) -> None:
+    assert a.nodes == b.nodes and a.edges == b.edges and a.name == b.name
+    for n in a.nodes:
+        assert a.states(n) == b.states(n)
+        assert torch.equal(a.tables([n])[n], b.tables([n])[n])  # bit-exact
+
+
+def test_bundled_networks_are_loadable_by_name():
+    assert list(available_networks()) == BUNDLED
+    asia = read_bif("asia")
+    assert len(asia.nodes) == 8 and asia.states("smoke") == ("yes", "no")
+    assert asia.parents("either") == ("lung", "tub")
+    with pytest.raises(DAGError, match="did you mean 'alarm'"):
+        read_bif("alarn")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_round_trip_is_exact(name, tmp_path):
+    dag = read_bif(name)
+    text = dag.to_bif(tmp_path / f"{name}.bif")
+    again = read_bif(tmp_path / f"{name}.bif")
+    _same(dag, again)
+    assert again.to_bif() == text
+    dag.to_bif(tmp_path / f"{name}.bif.gz")
+    _same(dag, read_bif(tmp_path / f"{name}.bif.gz"))
+
+
+def test_files_in_bnlearn_layout_are_reproduced_byte_for_byte():
+    for name in ("asia", "cancer", "earthquake"):
+        path = pgmpy_file(name)
+        with gzip.open(path, "rt") as f:
+            assert read_bif(path).to_bif() == f.read()
+
+
+@pytest.mark.parametrize("name", ["asia", "win95pts"])
+def test_parse_agrees_with_pgmpy_reader(name):
+    _, _, _, BIFReader = pgmpy()
+    path = pgmpy_file(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with gzip.open(path, "rt") as f:
+            model = BIFReader(string=f.read()).get_model()
+    dag = read_bif(path)
+    assert set(dag.nodes) == set(model.nodes())
+    assert set(dag.edges) == set(model.edges())
+    for cpd in model.get_cpds():
+        n = cpd.variable
+        ps = list(dag.parents(n))
+        ref = cpd.copy()
+        if ps and list(ref.variables[1:]) != ps:
+            ref.reorder_parents(ps)
+        assert list(ref.state_names[n]) == list(dag.states(n))
+        table = torch.as_tensor(ref.get_values(), dtype=torch.float64)
+        ours = dag.tables([n])[n].reshape(-1, len(dag.states(n))).T
+        assert torch.equal(ours, table)
+
+
+def test_table_default_comments_and_properties_are_read_and_kept():
+    text = """// a comment
+network toy { property author = me; }
+variable a { type discrete [ 2 ] { lo, hi }; property color = red; }
+variable b { type discrete [ 3 ] { x, y, z }; }
+/* block
+   comment */
+probability ( a ) { table 0.25 0.75; }
+probability ( b | a ) {
+  (hi) 0.1, 0.2, 0.7;
+  default 0.5, 0.25, 0.25;
+}
+"""
+    dag = parse_bif(text)
+    assert dag.name == "toy" and dag.properties == ("author = me",)
+    assert dag.spec["a"].properties == ("color = red",)
+    torch.testing.assert_close(dag.tables(["b"])["b"], torch.tensor(
+        [[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]], dtype=torch.float64))
+    _same(dag, parse_bif(dag.to_bif()))
+    assert "property color = red;" in dag.to_bif()
+    # "table" with parents: child slowest, parent configurations fastest (BIF convention)
+    two = parse_bif("variable a { type discrete [ 2 ] { u, v }; }\n"
+                    "variable b { type discrete [ 2 ] { s, t }; }\n"
+                    "probability ( a ) { table 0.5, 0.5; }\n"
+                    "probability ( b | a ) { table 0.9, 0.2, 0.1, 0.8; }\n")
+    torch.testing.assert_close(two.tables(["b"])["b"], torch.tensor(
+        [[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64))
+
+
+MALFORMED = [
+    ("variable a { type discrete [ 2 ] { x, y };\nprobability ( a ) { table 0.5, 0.5; }\n",
+     2, "expected 'type', 'property' or '}', got 'probability'"),
+    ("variable a { type discrete [ 3 ] { x, y }; }\n", 1, "declares \\[ 3 \\] states but lists 2"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\n\nprobability ( a ) { table 0.5, 0.7; }\n",
+     3, "sums to 1.2"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a | b ) { table 0.5; }\n",
+     2, "variable 'b', which is not declared"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nvariable b { type discrete [ 2 ] { x, y }; }\n"
+     "probability ( a ) { table 0.5, 0.5; }\nprobability ( b | a ) {\n  (x) 0.5, 0.5;\n}\n",
+     4, "no row for parent configuration \\(a=y\\)"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nvariable b { type discrete [ 2 ] { x, y }; }\n"
+     "probability ( a ) { table 0.5, 0.5; }\nprobability ( b | a ) {\n  (q) 0.5, 0.5;\n}\n",
+     5, "'q' is not a state of 'a'"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5, abc; }\n",
+     2, "expected a number, got 'abc'"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\n", 1, "has no probability block"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5, 0.5;\n",
+     3, "expected '}' closing the probability block of 'a' \\(line 2\\), got end of file"),
+    ("network x {}\nnode a;\n", 2, "expected 'network', 'variable' or 'probability', got 'node'"),
+]
+
+
+@pytest.mark.parametrize("text, line, message", MALFORMED)
+def test_malformed_files_raise_with_line_number(text, line, message, tmp_path):
+    path = tmp_path / "bad.bif"
+    path.write_text(text)
+    with pytest.raises(DAGError, match=f"bad.bif:{line}: .*{message}"):
+        read_bif(path)
+
+
+def test_cycle_in_file_and_unwritable_networks():
+    with pytest.raises(DAGError, match="cycle"):
+        parse_bif("variable a { type discrete [ 1 ] { x }; }\n"
+                  "variable b { type discrete [ 1 ] { x }; }\n"
+                  "probability ( a | b ) { (x) 1.0; }\nprobability ( b | a ) { (x) 1.0; }\n")
+    import pyro.distributions as dist
+
+    with pytest.raises(DAGError, match="discrete networks only; nodes \\['y'\\]"):
+        DAG({"a": dist.Bernoulli(0.5), "y": lambda a: dist.Normal(a, 1.0)}).to_bif()
+    with pytest.raises(DAGError, match="not a valid BIF name"):
+        DAG({"a": cpt([], [0.5, 0.5], states=["no way", "ok"])}).to_bif()
+
+
+def test_tabulated_callables_and_bernoulli_roots_are_written_as_tables():
+    import pyro.distributions as dist
+
+    dag = DAG({"a": dist.Bernoulli(0.25), "b": lambda a: dist.Bernoulli(0.1 + 0.8 * a)})
+    back = parse_bif(dag.to_bif())
+    torch.testing.assert_close(back.tables(["b"])["b"], torch.tensor(
+        [[0.9, 0.1], [0.1, 0.9]], dtype=torch.float64))
+    torch.testing.assert_close(back.posterior("a", {"b": "1"})["a"],
+                               dag.posterior("a", {"b": 1})["a"])
