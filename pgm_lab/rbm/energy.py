@@ -143,12 +143,14 @@ class EnergyModel(PyroModule):
         r"""Normalized :math:`\log p(v) = -F(v) - \log Z`, ``[N, V] -> [N]``.
 
         ``log_z`` defaults to the exact :meth:`log_partition` (refused for large models: pass
-        an AIS estimate then). Computed in the dtype of ``v``.
+        an AIS estimate then). Computed in the parameters' dtype, without gradients (``log Z`` is
+        not differentiated; train with :class:`~pgm_lab.rbm.ContrastiveDivergence`).
         """
         v = self.check_visible(v)
         if log_z is None:
             log_z = self.log_partition("exact")
-        return -self.free_energy(v) - torch.as_tensor(log_z, dtype=v.dtype, device=v.device)
+        with torch.no_grad():
+            return -self.free_energy(v) - torch.as_tensor(log_z, dtype=v.dtype, device=v.device)
 
     # ---- validation and the Pyro program -----------------------------------------------------
 

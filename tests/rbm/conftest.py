@@ -1,21 +1,23 @@
 import pyro
 import pytest
-import torch
 
 from pgm_lab.data import load_dataset
 from pgm_lab.rbm import RBM
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits():
     """Statically binarized digits: (train [1437, 64], test [360, 64])."""
     return (load_dataset("digits", "train", binarize="static"),
             load_dataset("digits", "test", binarize="static"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_rbm(digits):
-    """A 64x20 RBM trained by CD-1 on digits (about 300 updates), with its initial test LL."""
+    """A 64x20 RBM trained by CD-1 on digits (290 updates) and its initial test LL.
+
+    Session-scoped: trained once and shared by test_cd.py and test_partition.py.
+    """
     train, test = digits
     pyro.set_rng_seed(0)
     rbm = RBM(64, 20, data=train, seed=0, name="trained")
@@ -24,10 +26,3 @@ def trained_rbm(digits):
                       seed=0, progress=False)
     pyro.clear_param_store()
     return rbm, init_ll, history
-
-
-@pytest.fixture
-def double_default():
-    old = torch.get_default_dtype()
-    yield
-    torch.set_default_dtype(old)
