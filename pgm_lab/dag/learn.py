@@ -1,0 +1,173 @@
+"""Learning the conditionals of a DAG from data.
+
+Two routes, chosen by ``method``:
+
+- ``"counts"`` (closed form): every :func:`~pgm_lab.dag.cpt` node and every discrete root
+  (``Bernoulli`` / ``Categorical``) is re-estimated from the rows of a fully observed
+  dataset, by maximum likelihood or, with Dirichlet pseudo-counts :math:`\\alpha`, by the
+  posterior mean
+
+  .. math:: \\hat\\theta_{x \\mid u} = \\frac{N(x, u) + \\alpha}{N(u) + K \\alpha},
+
+  where :math:`N(x, u)` counts rows with node value ``x`` and parent configuration ``u``.
+  A configuration never seen (with :math:`\\alpha = 0`) gets the uniform row.
+- ``"svi"``: conditionals with learnable parameters (``pyro.param`` or ``PyroModule`` inside
+  callables) are trained by :func:`pgm_lab.train.fit` on ``dag.model`` with the data
+  observed. Unobserved continuous nodes get an ``AutoNormal`` guide; unobserved discrete
+  nodes are enumerated exactly with ``TraceEnum_ELBO``.
+
+References:
+    D. Heckerman, D. Geiger and D. M. Chickering, "Learning Bayesian networks: the
+    combination of knowledge and statistical data", Machine Learning 20, 1995.
+    D. Koller and N. Friedman, *Probabilistic Graphical Models*, MIT Press 2009, ch. 17.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer.autoguide import AutoNormal
+
+from ..errors import ConfigError, DAGError
+from .spec import CPT, Node
+
+if TYPE_CHECKING:
+    from .core import DAG
+
+__all__ = ["fit", "learnable_by_counts"]
+
+
+def learnable_by_counts(dag: DAG) -> list[str]:
+    """Nodes whose table :func:`fit` re-estimates in closed form (CPTs, discrete roots)."""
+    out = []
+    for n in dag.nodes:
+        nd = dag.spec[n]
+        if isinstance(nd, CPT) or (isinstance(nd, Node) and nd.root is not None
+                                   and dag._static_discrete(n) is not None):
+            out.append(n)
+    return out
+
+
+def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
+        pseudo_count: float | torch.Tensor = 0.0, guide: Callable | None = None,
+        **svi_kwargs: Any) -> DAG:
+    """Fit the DAG's conditionals to ``data``.
+
+    Args:
+        dag: the DAG (left unchanged by ``"counts"``).
+        data: ``name -> values [N]`` (state names or indices for discrete nodes).
+        method: ``"counts"``, ``"svi"``, or ``"auto"`` -- counts when every node is observed
+            and every node's parameters are tables, else SVI.
+        pseudo_count: Dirichlet pseudo-count :math:`\\alpha \\ge 0` added to every cell
+            (``"counts"``); a float, or a mapping ``name -> tensor`` broadcastable to the table.
+        guide: ``"svi"`` only; default ``AutoNormal`` over unobserved continuous nodes.
+        **svi_kwargs: passed to :func:`pgm_lab.train.fit` (``epochs``, ``optim``, ``loss``,
+            ``batch_size`` (default: all rows), ``seed``, ``progress``...).
+
+    Returns:
+        ``"counts"``: a new :class:`~pgm_lab.dag.DAG` with the estimated tables.
+        ``"svi"``: ``dag`` itself (its parameters live in Pyro's param store and modules),
+        with the training :class:`~pgm_lab.train.History` in ``dag.history_``.
+
+    Raises:
+        DAGError: unknown nodes, rows of different lengths, or (counts) a learnable node or
+            one of its parents missing from ``data``.
+    """
+    if not isinstance(data, Mapping) or not data:
+        raise DAGError(f"data must be a non-empty mapping name -> values [N], got "
+                       f"{type(data).__name__}")
+    for k in data:
+        dag._check_name(k)
+    if method == "auto":
+        tabular = set(learnable_by_counts(dag)) == set(dag.nodes)
+        method = "counts" if tabular and set(data) >= set(dag.nodes) else "svi"
+    if method == "counts":
+        return _fit_counts(dag, data, pseudo_count)
+    if method == "svi":
+        if not (isinstance(pseudo_count, (int, float)) and pseudo_count == 0):
+            raise ConfigError("pseudo_count applies to method='counts' only")
+        return _fit_svi(dag, data, guide, svi_kwargs)
+    raise ConfigError(f"method must be 'auto', 'counts' or 'svi', got {method!r}")
+
+
+def _columns(dag: DAG, data: Mapping[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
+    cols = {k: dag._to_index(k, data[k]) for k in names}
+    sizes = {int(v.shape[0]) if v.dim() else 0 for v in cols.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise DAGError(f"data columns must be tensors [N] with one N; got lengths "
+                       f"{ {k: tuple(v.shape) for k, v in cols.items()} }")
+    return cols
+
+
+def _fit_counts(dag: DAG, data: Mapping[str, Any], pseudo_count: Any) -> DAG:
+    learn = learnable_by_counts(dag)
+    needed = sorted({v for n in learn for v in (n, *dag.parents(n))})
+    missing = [v for v in needed if v not in data]
+    if missing:
+        raise DAGError(f"closed-form fit needs every learned node and its parents observed; "
+                       f"missing {missing}. For latent nodes use learnable conditionals and "
+                       "method='svi'")
+    cols = _columns(dag, data, needed)
+    spec = dag.spec
+    for n in learn:
+        table = dag.tables([n])[n]
+        parents = dag.parents(n)
+        cards = table.shape
+        flat = torch.zeros_like(cols[n])
+        for v, c in zip((*parents, n), cards):
+            flat = flat * c + cols[v]
+        counts = torch.bincount(flat, minlength=math.prod(cards)).reshape(cards).double()
+        alpha = pseudo_count.get(n, 0.0) if isinstance(pseudo_count, Mapping) else pseudo_count
+        alpha = torch.as_tensor(alpha, dtype=torch.float64)
+        if (alpha < 0).any():
+            raise ConfigError(f"pseudo_count must be >= 0, got {alpha}")
+        counts = counts + alpha
+        total = counts.sum(-1, keepdim=True)
+        est = torch.where(total > 0, counts / total.clamp_min(1e-300),
+                          torch.full_like(counts, 1.0 / cards[-1]))
+        nd = spec[n]
+        if isinstance(nd, CPT):
+            spec[n] = CPT(nd.parents, est, nd.states, nd.parent_states, nd.properties)
+        elif isinstance(nd.root, dist.Bernoulli):
+            spec[n] = Node((), nd.fn, root=dist.Bernoulli(est[1].to(torch.get_default_dtype())))
+        else:
+            spec[n] = Node((), nd.fn, root=dist.Categorical(est.to(torch.get_default_dtype())))
+    return dag._derive(spec)
+
+
+def _fit_svi(dag: DAG, data: Mapping[str, Any], guide: Callable | None,
+             kwargs: dict[str, Any]) -> DAG:
+    from ..train import fit as train_fit
+
+    names = [n for n in dag.nodes if n in data]
+    cols = _columns(dag, data, names)
+    n_rows = int(next(iter(cols.values())).shape[0])
+    latent = [n for n in dag.nodes if n not in cols and n not in dag._evidence]
+    info = dag._discrete()
+    discrete_latent = [n for n in latent if info[n] is not None]
+    continuous_latent = [n for n in latent if info[n] is None]
+
+    def model(*batch: torch.Tensor) -> None:
+        dag.model(dict(zip(names, batch)))
+
+    if discrete_latent:
+        model = config_enumerate(model, default="parallel")
+    if guide is None:
+        guide = (AutoNormal(poutine.block(model, expose=continuous_latent))
+                 if continuous_latent else None)
+    kwargs.setdefault("loss", TraceEnum_ELBO(max_plate_nesting=1) if discrete_latent
+                      else Trace_ELBO())
+    kwargs.setdefault("batch_size", n_rows)
+    kwargs.setdefault("optim", pyro.optim.Adam({"lr": 0.01}))
+    kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("desc", "dag.fit")
+    dag.history_ = train_fit(model, guide, [cols[n] for n in names], **kwargs)
+    dag.guide_ = guide
+    return dag

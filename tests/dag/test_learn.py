@@ -1,0 +1,107 @@
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pgm_lab.dag import DAG, cpt, read_bif
+from pgm_lab.errors import ConfigError, DAGError
+
+from ._oracles import pgmpy
+
+
+def test_counts_equal_pgmpy_maximum_likelihood():
+    pd = pytest.importorskip("pandas")
+    asia = read_bif("asia")
+    data = asia.sample(2000, seed=5)
+    fitted = asia.fit(data)
+    assert fitted is not asia
+    assert torch.equal(asia.tables()["dysp"], read_bif("asia").tables()["dysp"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pgmpy()
+        from pgmpy.models import DiscreteBayesianNetwork
+        from pgmpy.parameter_estimator import DiscreteMLE
+
+        # integer states: pgmpy sorts state names, so indices keep our order
+        df = pd.DataFrame({n: data[n].numpy() for n in asia.nodes})
+        model = DiscreteBayesianNetwork(list(asia.edges))
+        model.fit(df, estimator=DiscreteMLE())
+    for cpd in model.get_cpds():
+        n = cpd.variable
+        ps = list(asia.parents(n))
+        if ps and list(cpd.variables[1:]) != ps:
+            cpd.reorder_parents(ps)
+        ours = fitted.tables([n])[n].reshape(-1, len(asia.states(n))).T
+        torch.testing.assert_close(ours, torch.as_tensor(cpd.get_values(), dtype=torch.float64),
+                                   atol=1e-12, rtol=0)
+
+
+def test_dirichlet_pseudo_counts_and_unseen_configurations():
+    dag = DAG({"a": cpt([], [0.5, 0.3, 0.2]), "b": cpt(["a"], [[0.5, 0.5]] * 3),
+               "r": dist.Bernoulli(0.5)})
+    data = {"a": torch.tensor([0, 0, 1, 0]), "b": torch.tensor([1, 1, 0, 0]),
+            "r": torch.tensor([1.0, 0.0, 1.0, 1.0])}
+    ml = dag.fit(data)
+    f64 = torch.float64
+    torch.testing.assert_close(ml.tables()["a"], torch.tensor([0.75, 0.25, 0.0], dtype=f64))
+    torch.testing.assert_close(ml.tables()["b"], torch.tensor(
+        [[1 / 3, 2 / 3], [1.0, 0.0], [0.5, 0.5]], dtype=torch.float64))  # a=2 unseen: uniform
+    assert isinstance(ml.spec["r"].root, dist.Bernoulli)
+    assert ml.spec["r"].root.probs.item() == pytest.approx(0.75)
+    bayes = dag.fit(data, pseudo_count=1.0)
+    torch.testing.assert_close(bayes.tables()["a"], torch.tensor([4, 2, 1], dtype=f64) / 7)
+    torch.testing.assert_close(bayes.tables()["b"][0], torch.tensor([2 / 5, 3 / 5], dtype=f64))
+    with pytest.raises(DAGError, match="missing \\['b'\\]"):
+        dag.fit({"a": data["a"], "r": data["r"]}, method="counts")
+    with pytest.raises(ConfigError, match="pseudo_count must be >= 0"):
+        dag.fit(data, pseudo_count=-1.0)
+    with pytest.raises(DAGError, match="unknown node 'c'"):
+        dag.fit({"c": data["a"]})
+
+
+def test_svi_learns_a_linear_gaussian_conditional_by_maximum_likelihood():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, generator=gen)
+    y = 1.5 * x - 0.7 + 0.8 * torch.randn(400, generator=gen)
+
+    def y_given_x(x):
+        w = pyro.param("w", torch.tensor(0.0))
+        c = pyro.param("c", torch.tensor(0.0))
+        s = pyro.param("s", torch.tensor(1.0), constraint=dist.constraints.positive)
+        return dist.Normal(w * x + c, s)
+
+    dag = DAG({"x": dist.Normal(0.0, 1.0), "y": y_given_x})
+    out = dag.fit({"x": x, "y": y}, epochs=250, optim=pyro.optim.Adam({"lr": 0.05}),
+                  progress=False)
+    assert out is dag and dag.history_.loss[-1] < dag.history_.loss[0]
+    design = torch.stack([x, torch.ones_like(x)], 1)
+    beta = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]  # OLS = Gaussian ML
+    sigma = (y - design @ beta).pow(2).mean().sqrt()
+    got = torch.stack([pyro.param("w"), pyro.param("c"), pyro.param("s")]).detach()
+    torch.testing.assert_close(got, torch.stack([beta[0], beta[1], sigma]), atol=5e-3, rtol=0)
+
+
+def test_svi_enumerates_a_discrete_latent_node_and_matches_em():
+    gen = torch.Generator().manual_seed(1)
+    z = (torch.rand(600, generator=gen) < 0.3).float()
+    x = torch.where(z > 0, 2.0, -2.0) + torch.randn(600, generator=gen)
+
+    def x_given_z(z):
+        mu = pyro.param("mu", torch.tensor([-0.5, 0.5]))
+        return dist.Normal(mu[z.long()], 1.0)
+
+    dag = DAG({"z": lambda: dist.Bernoulli(pyro.param(
+        "pi", torch.tensor(0.5), constraint=dist.constraints.unit_interval)), "x": x_given_z})
+    dag.fit({"x": x}, epochs=300, optim=pyro.optim.Adam({"lr": 0.05}), progress=False)
+    # EM for the same two-component mixture (unit variances) gives the ML estimate
+    pi, mu = torch.tensor(0.5), torch.tensor([-0.5, 0.5])
+    for _ in range(500):
+        lik = torch.stack([(1 - pi) * dist.Normal(mu[0], 1.0).log_prob(x).exp(),
+                           pi * dist.Normal(mu[1], 1.0).log_prob(x).exp()])
+        r = lik / lik.sum(0)
+        pi = r[1].mean()
+        mu = (r * x).sum(1) / r.sum(1)
+    torch.testing.assert_close(pyro.param("pi").detach(), pi, atol=1e-2, rtol=0)
+    torch.testing.assert_close(pyro.param("mu").detach(), mu, atol=1e-2, rtol=0)
