@@ -118,7 +118,8 @@ class RBM(EnergyModel):
             return ((v - recon) ** 2).sum(-1)
 
     def pseudo_likelihood(self, v: Any, *, exact: bool = False,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None,
+                          flip: torch.Tensor | None = None) -> torch.Tensor:
         r"""Pseudo-log-likelihood per example, ``[N, V] -> [N]`` (Besag 1975).
 
         .. math:: \mathrm{PL}(v) = \sum_i \log p(v_i \mid v_{-i})
@@ -126,7 +127,8 @@ class RBM(EnergyModel):
 
         with :math:`\tilde v^{(i)}` equal to ``v`` with bit ``i`` flipped. ``exact=False`` is
         scikit-learn's ``BernoulliRBM.score_samples`` estimator: one random bit ``i`` per
-        example (drawn with ``generator``), scaled by ``V`` -- unbiased for ``PL(v)``.
+        example (drawn with ``generator``, or given as ``flip [N]``), scaled by ``V`` --
+        unbiased for ``PL(v)``.
         """
         with torch.no_grad():
             v = self.check_visible(v)
@@ -137,7 +139,13 @@ class RBM(EnergyModel):
                 idx = torch.arange(d, device=v.device)
                 flipped[:, idx, idx] = 1 - flipped[:, idx, idx]
                 return F.logsigmoid(self.free_energy(flipped) - fe.unsqueeze(1)).sum(1)
-            i = torch.randint(d, (n,), generator=generator).to(v.device)
+            if flip is None:
+                i = torch.randint(d, (n,), generator=generator).to(v.device)
+            else:
+                i = torch.as_tensor(flip, dtype=torch.long, device=v.device)
+                if i.shape != (n,) or (i < 0).any() or (i >= d).any():
+                    raise DataError(f"flip must hold {n} unit indices in [0, {d}), got shape "
+                                    f"{tuple(i.shape)}")
             flipped = v.clone()
             rows = torch.arange(n, device=v.device)
             flipped[rows, i] = 1 - flipped[rows, i]
