@@ -1,0 +1,260 @@
+"""``pgm-lab compare-bounds``: train VAEs with ELBO and IWAE objectives, compare test bounds.
+
+For each training objective (default ``elbo iwae-5 iwae-50``) a fresh VAE and amortized guide
+are trained with :func:`pgm_lab.train.fit` (dynamic binarization, checkpoints), then evaluated
+on the statically binarized test set with IWAE-k for every ``--eval-k`` (default
+``1 5 50 5000``; ``k = 1`` is the ELBO) from one stream of ``max(k)`` particles per point
+(:func:`pgm_lab.infer.iwae_curve`), plus active units, ESS and PSIS k-hat. Writes
+``results.json`` (schema in DESIGN.md), PNG figures and image grids to ``--out``, and prints
+a Markdown table. Burda, Grosse & Salakhutdinov (2015), "Importance Weighted Autoencoders".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.optim
+import torch
+
+from ..data import DATASETS, dynamic_binarize, image_shape, load_dataset
+from ..errors import ConfigError
+from ..guides import AmortizedNormal
+from ..infer import (
+    ESTIMATORS,
+    IWAE,
+    active_units,
+    iwae_curve,
+    posterior_means,
+    standard_error,
+)
+from ..models import VAE
+from ..plots import plot_curves, save_image_grid
+from ..train import fit, resolve_device
+
+__all__ = ["register", "run", "parse_objective", "compare_bounds"]
+
+DEFAULT_OBJECTIVES = ("elbo", "iwae-5", "iwae-50")
+DEFAULT_EVAL_K = (1, 5, 50, 5000)
+
+
+def parse_objective(spec: str) -> tuple[str, int]:
+    """``"elbo"`` -> ``("elbo", 1)``; ``"iwae-K"`` -> ``("iwae", K)``."""
+    s = spec.strip().lower()
+    if s == "elbo":
+        return "elbo", 1
+    if s.startswith("iwae-") and s[5:].isdigit() and int(s[5:]) >= 1:
+        return "iwae", int(s[5:])
+    raise ConfigError(f"unknown objective {spec!r}; expected 'elbo' or 'iwae-K' with K >= 1, "
+                      "e.g. --objectives elbo iwae-5 iwae-50")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compare-bounds",
+        help="train VAEs with ELBO / IWAE objectives and compare test ELBO and IWAE-k bounds",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="digits", choices=[d for d in DATASETS if d != "bars"])
+    p.add_argument("--data-dir", default=None, help="torchvision root with MNIST/raw (mnist)")
+    p.add_argument("--objectives", nargs="+", default=list(DEFAULT_OBJECTIVES),
+                   help="training objectives: elbo, iwae-K")
+    p.add_argument("--estimator", default="standard", choices=ESTIMATORS,
+                   help="gradient estimator of the IWAE objectives")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--z-dim", type=int, default=8, help="latent size")
+    p.add_argument("--hidden", type=int, nargs="+", default=[128],
+                   help="hidden widths of encoder and decoder")
+    p.add_argument("--eval-k", type=int, nargs="+", default=list(DEFAULT_EVAL_K),
+                   help="numbers of particles of the test bounds")
+    p.add_argument("--n-train", type=int, default=None, help="use only the first N train images")
+    p.add_argument("--n-test", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--eval-batch-size", type=int, default=None,
+                   help="test points per evaluation batch (bounds memory on large test sets)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest for the small default networks)")
+    p.add_argument("--out", default="runs/compare-bounds", help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints in OUT/checkpoints")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: on a terminal outside CI)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> list[tuple[str, int]]:
+    objectives = [parse_objective(o) for o in args.objectives]
+    names = [_run_name(o, k, args.estimator) for o, k in objectives]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"duplicate objectives in {args.objectives}")
+    for name in ("epochs", "batch_size", "z_dim", "threads"):
+        v = getattr(args, name)
+        if v < (0 if name == "epochs" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be "
+                              f"{'>= 0' if name == 'epochs' else '>= 1'}, got {v}")
+    if any(h < 1 for h in args.hidden) or any(k < 1 for k in args.eval_k):
+        raise ConfigError(f"--hidden and --eval-k must be positive ints, got {args.hidden} and "
+                          f"{args.eval_k}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ConfigError(f"--lr must be a positive number, got {args.lr}")
+    for name in ("n_train", "n_test"):
+        v = getattr(args, name)
+        if v is not None and v < 2:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 2, got {v}")
+    return objectives
+
+
+def _run_name(objective: str, k: int, estimator: str) -> str:
+    if objective == "elbo":
+        return "elbo" if estimator == "standard" else f"elbo-{estimator}"
+    return f"iwae-{k}" if estimator == "standard" else f"iwae-{k}-{estimator}"
+
+
+def _loss(objective: str, k: int, estimator: str) -> pyro.infer.ELBO:
+    # The ELBO baseline is Pyro's own Trace_ELBO (IWAE with K = 1 equals it, see tests).
+    if objective == "elbo" and estimator == "standard":
+        return pyro.infer.Trace_ELBO()
+    return IWAE(num_particles=k, estimator=estimator)
+
+
+def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole job for parsed ``args``; returns the ``results.json`` dictionary."""
+    objectives = _check_args(args)
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    x_train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    x_test = load_dataset(args.dataset, "test", data_dir=args.data_dir, binarize="static",
+                          seed=args.seed)
+    x_train = x_train[: args.n_train] if args.n_train else x_train
+    x_test = (x_test[: args.n_test] if args.n_test else x_test).to(device)
+    d = int(x_train.shape[1])
+    eval_k = sorted(set(args.eval_k))
+    runs, curves = [], {}
+    for objective, k in objectives:
+        name = _run_name(objective, k, args.estimator)
+        pyro.clear_param_store()  # every run starts from the same initialization
+        torch.manual_seed(args.seed)
+        vae = VAE(d, args.z_dim, args.hidden).to(device)
+        guide = AmortizedNormal(d, args.z_dim, args.hidden).to(device)
+        history = fit(vae.model, guide, x_train, loss=_loss(objective, k, args.estimator),
+                      optim=pyro.optim.Adam({"lr": args.lr}), epochs=args.epochs,
+                      batch_size=args.batch_size, seed=args.seed, device=device,
+                      checkpoint=out / "checkpoints" / f"{name}.pt", resume=args.resume,
+                      progress=args.progress, transform=dynamic_binarize, desc=f"train {name}")
+        pyro.set_rng_seed(args.seed + 1)
+        t0 = time.perf_counter()
+        est = iwae_curve(vae.model, guide, x_test, ks=eval_k, batch_size=args.eval_batch_size,
+                         progress=args.progress)
+        eval_seconds = time.perf_counter() - t0
+        units = active_units(posterior_means(guide, x_test))
+        run = {
+            "objective": objective,
+            "k_train": k,
+            "estimator": args.estimator,
+            "bounds": {str(kk): float(b.mean()) for kk, b in est.bounds.items()},
+            "stderr": {str(kk): standard_error(b) for kk, b in est.bounds.items()},
+            "active_units": units,
+            "train_seconds": round(history.seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
+            "train_loss": history.loss,
+            "ess_mean": float(est.ess.mean()),
+            "khat_median": None if est.khat is None else float(est.khat.median()),
+            "khat_frac_above_0.7": None if est.khat is None
+            else float((est.khat > 0.7).double().mean()),
+        }
+        runs.append(run)
+        curves[name] = history.loss
+        _save_grids(vae, guide, x_test, out, name, args.seed)
+        _plot_bounds(runs, out / "bounds_vs_k.png", args.estimator)
+    plot_curves(curves, out / "training_curves.png",
+                ylabel="training loss (nats per example)", title="compare-bounds")
+    results = {
+        "dataset": args.dataset,
+        "n_train": int(x_train.shape[0]),
+        "n_test": int(x_test.shape[0]),
+        "eval_k": eval_k,
+        "config": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                   "z_dim": args.z_dim, "hidden": list(args.hidden), "seed": args.seed,
+                   "device": str(device), "estimator": args.estimator},
+        "runs": runs,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _save_grids(vae: VAE, guide: AmortizedNormal, x_test: torch.Tensor, out: Path, name: str,
+                seed: int) -> None:
+    d = int(x_test.shape[1])
+    shape = image_shape(d)
+    save_image_grid(vae.sample(100, seed=seed).cpu(), out / f"samples_{name}.png",
+                    image_shape=shape)
+    n = min(50, x_test.shape[0]) // 10 * 10
+    if n:
+        x = x_test[:n]
+        rec = vae.reconstruct(x, guide)
+        # Rows alternate: 10 test images, then their 10 reconstructions.
+        pairs = torch.stack([x.reshape(-1, 10, d), rec.reshape(-1, 10, d)], 1).reshape(-1, d)
+        save_image_grid(pairs.cpu(), out / f"reconstructions_{name}.png", image_shape=shape)
+
+
+def _plot_bounds(runs: list[dict[str, Any]], path: Path, estimator: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for run in runs:
+        ks = [int(k) for k in run["bounds"]]
+        ys = [run["bounds"][str(k)] for k in ks]
+        err = [run["stderr"][str(k)] for k in ks]
+        ax.errorbar(ks, ys, yerr=err, marker="o", capsize=3,
+                    label=_run_name(run["objective"], run["k_train"], estimator))
+    ax.set_xscale("log")
+    ax.set_xlabel("k (test particles)")
+    ax.set_ylabel("test IWAE-k bound (nats per example)")
+    ax.set_title("test bound vs k, per training objective")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The Markdown table printed by the command (one row per training objective)."""
+    ks = [str(k) for k in results["eval_k"]]
+    head = ["training objective", *[f"k={k}" for k in ks], "active units", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in results["runs"]:
+        name = _run_name(run["objective"], run["k_train"], run["estimator"])
+        cells = [f"{run['bounds'][k]:.2f} ± {run['stderr'][k]:.2f}" for k in ks]
+        lines.append("| " + " | ".join([name, *cells, str(run["active_units"]),
+                                        f"{run['train_seconds']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        results = compare_bounds(args)
+    finally:
+        torch.set_num_threads(threads)  # --threads only for this job, not the caller's process
+    print(f"compare-bounds on {results['dataset']} (test n={results['n_test']}; mean test bound "
+          "in nats per example ± standard error over test points)")
+    print(format_table(results))
+    print(f"wrote {Path(args.out) / 'results.json'} and figures in {args.out} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    return 0
