@@ -215,7 +215,7 @@ def _read_block(sc: _Scanner, child: str, parents: list[str],
     k = len(states[child])
     cards = [len(states[p]) for p in parents]
     rows = math.prod(cards)
-    table = torch.full((rows, k), math.nan, dtype=torch.float64)
+    table: list[list[float] | None] = [None] * rows
     props: list[str] = []
     default = None
     sc.expect("{")
@@ -241,36 +241,35 @@ def _read_block(sc: _Scanner, child: str, parents: list[str],
                 flat = flat * len(states[p]) + states[p].index(s)
             vals, vline = sc.numbers()
             _check_row(sc, child, vals, k, vline, f"({', '.join(config)})")
-            table[flat] = torch.tensor(vals, dtype=torch.float64)
+            table[flat] = vals
         elif tok[1] in ("table", "default"):
             sc.i += 1
             vals, vline = sc.numbers()
             if tok[1] == "default":
                 _check_row(sc, child, vals, k, vline, "default")
-                default = torch.tensor(vals, dtype=torch.float64)
+                default = vals
                 continue
             if len(vals) != rows * k:
                 raise DAGError(f"{sc.source}:{vline}: table of {child!r} has {len(vals)} "
                                f"numbers, expected {rows * k} ({k} states x {rows} parent "
                                "configurations)")
-            t = torch.tensor(vals, dtype=torch.float64).reshape(k, rows).T
-            for r in range(rows):
-                _check_row(sc, child, t[r].tolist(), k, vline, "table")
-            table = t.clone()
+            table = [vals[r::rows] for r in range(rows)]  # child slowest in the file
+            for row in table:
+                _check_row(sc, child, row, k, vline, "table")
         else:
             raise sc.error("'(', 'table', 'default', 'property' or '}'", tok)
-    missing = torch.isnan(table).any(-1)
-    if default is not None:
-        table[missing] = default
-    elif missing.any():
-        r = int(torch.nonzero(missing)[0])
+    missing = [r for r, row in enumerate(table) if row is None]
+    if missing and default is not None:
+        table = [default if row is None else row for row in table]
+    elif missing:
+        r = missing[0]
         config = []
         for p, c in zip(reversed(parents), reversed(cards)):
             config.append(f"{p}={states[p][r % c]}")
             r //= c
         raise DAGError(f"{sc.source}:{line}: probability block of {child!r} has no row for "
                        f"parent configuration ({', '.join(reversed(config))}) and no default")
-    return parents, table.reshape(*cards, k), props
+    return parents, torch.tensor(table, dtype=torch.float64).reshape(*cards, k), props
 
 
 def _check_row(sc: _Scanner, child: str, vals: list[float], k: int, line: int,

@@ -454,7 +454,7 @@ class DAG:
             strides = torch.ones(len(cards), dtype=torch.long)
             for i in range(len(cards) - 2, -1, -1):
                 strides[i] = strides[i + 1] * cards[i + 1]
-            cdf = table.reshape(-1, table.shape[-1]).cumsum(-1)[:, :-1].contiguous()
+            cdf = table.reshape(-1, table.shape[-1]).cumsum(-1)[:, :-1].T.contiguous()
             self._sampler_cache[name] = (cdf, strides)
         return self._sampler_cache[name]
 
@@ -463,14 +463,20 @@ class DAG:
         nd = self._spec[name]
         pvals = [values[p] for p in self._parents[name]]
         if isinstance(nd, CPT):
-            # Inverse-CDF sampling from the flattened table: one gather and one comparison
-            # for the whole batch (torch.multinomial would loop over rows internally).
+            # Inverse-CDF sampling for the whole batch: state = #{j < card-1 : u >= F_j(row)},
+            # with one 1-d gather per CDF column (cheaper than a 2-d gather of whole rows or
+            # torch.multinomial, which draws row by row).
             cdf, strides = self._cdf(name)
             flat = torch.zeros(shape, dtype=torch.long)
             for v, s in zip(pvals, strides):
                 flat = flat + v.long() * s
             u = torch.rand(shape, dtype=cdf.dtype)
-            return (u.unsqueeze(-1) >= cdf[flat]).sum(-1)
+            flat = flat.reshape(-1)
+            u = u.reshape(-1)
+            idx = torch.zeros_like(flat)
+            for col in cdf:
+                idx.add_(u >= col.index_select(0, flat))
+            return idx.reshape(shape)
         d = nd(*pvals)
         bs = torch.broadcast_shapes(d.batch_shape, shape)
         return (d.expand(bs) if d.batch_shape != bs else d).sample()
