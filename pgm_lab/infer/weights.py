@@ -74,14 +74,15 @@ def vectorized_traces(model: Callable, guide: Callable, args: tuple, kwargs: dic
     """Model and guide traces with ``num_particles`` particles in an outermost plate.
 
     The particle plate sits at ``dim = -(max_plate_nesting + 1)``, as in Pyro's
-    ``ELBO._vectorized_num_particles``; it is added even for one particle so that shapes (and
-    the random draws) do not depend on ``num_particles``.
+    ``ELBO._vectorized_num_particles``. With one particle no plate is added (as in Pyro), which
+    draws the same numbers; :func:`log_weights` treats the missing dim as size 1.
     """
-    dim = -(max_plate_nesting + 1)
-    guide_v = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)(guide)
-    model_v = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)(model)
-    guide_trace = poutine.trace(guide_v).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model_v, trace=guide_trace)).get_trace(
+    if num_particles > 1:
+        dim = -(max_plate_nesting + 1)
+        guide = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)(guide)
+        model = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)(model)
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
         *args, **kwargs)
     return model_trace, guide_trace
 
