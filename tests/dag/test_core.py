@@ -182,6 +182,8 @@ def test_model_is_a_pyro_program_for_predictive_condition_and_nuts():
     assert pred["dysp"].shape == (5, 3)
     forced = pyro.poutine.condition(asia.model, data={"smoke": torch.zeros(4, dtype=torch.long)})
     assert torch.all(forced(size=4)["smoke"] == 0)
+    intervened = pyro.poutine.do(asia.model, data={"either": torch.zeros(4, dtype=torch.long)})
+    assert torch.all(intervened(size=4)["either"] == 0)  # children see the intervened value
     # NUTS on a continuous latent: a ~ N(0, 1), b | a ~ N(a, 1), b = 1 -> a | b ~ N(0.5, 0.5)
     g = DAG({"a": dist.Normal(0.0, 1.0), "b": lambda a: dist.Normal(a, 1.0)}).condition({"b": 1.0})
     mcmc = pyro.infer.MCMC(pyro.infer.NUTS(g.model), num_samples=400, warmup_steps=200,

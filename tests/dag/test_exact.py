@@ -69,10 +69,11 @@ def small_networks(draw):
     for i in range(n):
         parents = [names[j] for j in range(i) if draw(st.booleans())][:3]
         shape = [cards[names.index(p)] for p in parents] + [cards[i]]
-        table = torch.distributions.Dirichlet(torch.ones(cards[i], dtype=torch.float64)).sample(
-            shape[:-1]) if cards[i] > 1 else torch.ones(shape, dtype=torch.float64)
-        # Dirichlet.sample does not take a generator; perturb with it for variety
-        table = table * (1 + torch.rand(shape, generator=gen, dtype=torch.float64))
+        # normalized Exp(1) draws = Dirichlet(1) rows, reproducible from the drawn seed
+        table = -torch.rand(shape, generator=gen, dtype=torch.float64).log()
+        if draw(st.booleans()):  # some zero entries (deterministic-ish tables)
+            table = table * (torch.rand(shape, generator=gen) > 0.3)
+            table[..., 0] += 1e-3
         spec[names[i]] = cpt(parents, table / table.sum(-1, keepdim=True))
     # list the spec in reverse: the order must be derived, not given
     return DAG(dict(reversed(list(spec.items())))), seed

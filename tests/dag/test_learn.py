@@ -105,3 +105,37 @@ def test_svi_enumerates_a_discrete_latent_node_and_matches_em():
         mu = (r * x).sum(1) / r.sum(1)
     torch.testing.assert_close(pyro.param("pi").detach(), pi, atol=1e-2, rtol=0)
     torch.testing.assert_close(pyro.param("mu").detach(), mu, atol=1e-2, rtol=0)
+
+
+def test_svi_trains_a_pyro_module_conditional():
+    from pyro.nn import PyroModule
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(300, generator=gen)
+    y = -0.8 * x + 0.3 + 0.5 * torch.randn(300, generator=gen)
+    net = PyroModule[torch.nn.Linear](1, 1)
+    dag = DAG({"x": dist.Normal(0.0, 1.0),
+               "y": lambda x: dist.Normal(net(x.unsqueeze(-1)).squeeze(-1), 0.5)})
+    dag.fit({"x": x, "y": y}, epochs=300, optim=pyro.optim.Adam({"lr": 0.05}), progress=False)
+    design = torch.stack([x, torch.ones_like(x)], 1)
+    beta = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    got = torch.stack([net.weight.reshape(()), net.bias.reshape(())]).detach()
+    torch.testing.assert_close(got, beta, atol=5e-3, rtol=0)
+
+
+def test_svi_with_a_continuous_latent_node_uses_an_autonormal_guide():
+    # z ~ N(0, 1) latent, x | z ~ N(w z, s^2): the marginal is N(0, w^2 + s^2), and a Gaussian
+    # mean-field guide is exact here, so the ELBO optimum is the ML fit w^2 + s^2 = mean(x^2).
+    gen = torch.Generator().manual_seed(3)
+    x = 2.0 * torch.randn(200, generator=gen) + 0.5 * torch.randn(200, generator=gen)
+
+    def x_given_z(z):
+        w = pyro.param("w", torch.tensor(1.0))
+        s = pyro.param("s", torch.tensor(1.0), constraint=dist.constraints.positive)
+        return dist.Normal(w * z, s)
+
+    dag = DAG({"z": dist.Normal(0.0, 1.0), "x": x_given_z})
+    dag.fit({"x": x}, epochs=600, optim=pyro.optim.Adam({"lr": 0.05}), progress=False)
+    assert type(dag.guide_).__name__ == "AutoNormal"
+    var = pyro.param("w").detach() ** 2 + pyro.param("s").detach() ** 2
+    assert abs(float(var) / float(x.pow(2).mean()) - 1) < 0.05
