@@ -31,7 +31,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import opt_einsum
@@ -78,7 +79,13 @@ def _evidence(dag: DAG, evidence: Mapping[str, Any] | None
     return scalar, batched, (sizes.pop() if sizes else None)
 
 
-def _factors(dag: DAG, keep: set[str], scalar: Mapping[str, int],
+def _scopes(dag: DAG, keep: set[str], observed: set[str]) -> dict[str, set[str]]:
+    """The unobserved variables of each kept node's factor (observed ones do not connect)."""
+    return {n: {v for v in (*dag._parents[n], n) if v not in observed}
+            for n in dag.nodes if n in keep}
+
+
+def _factors(dag: DAG, keep: Iterable[str], scalar: Mapping[str, int],
              batched: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, tuple[str, ...]]]:
     """Tables of ``keep`` with evidence applied, as ``(tensor, variable names)`` pairs."""
     tables = dag.tables(n for n in dag.nodes if n in keep)
@@ -96,25 +103,21 @@ def _factors(dag: DAG, keep: set[str], scalar: Mapping[str, int],
     return out
 
 
-def _component(factors: list[tuple[torch.Tensor, tuple[str, ...]]], var: str
-               ) -> list[tuple[torch.Tensor, tuple[str, ...]]]:
-    """The factors connected to ``var`` through shared (non-batch) variables."""
-    reach = {var}
-    remaining = list(factors)
-    keep: list[tuple[torch.Tensor, tuple[str, ...]]] = []
-    changed = True
-    while changed:
-        changed = False
-        rest = []
-        for f in remaining:
-            if reach.intersection(f[1]):
-                keep.append(f)
-                reach.update(v for v in f[1] if v != _BATCH)
-                changed = True
-            else:
-                rest.append(f)
-        remaining = rest
-    return keep
+def _component(scopes: Mapping[str, set[str]], var: str) -> set[str]:
+    """The nodes whose factors connect to ``var`` through shared unobserved variables."""
+    by_var: dict[str, list[str]] = {}
+    for n, vs in scopes.items():
+        for v in vs:
+            by_var.setdefault(v, []).append(n)
+    seen_vars, nodes, stack = {var}, set(), [var]
+    while stack:
+        for n in by_var.get(stack.pop(), ()):
+            if n not in nodes:
+                nodes.add(n)
+                new = scopes[n] - seen_vars
+                seen_vars |= new
+                stack.extend(new)
+    return nodes
 
 
 def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
@@ -170,17 +173,19 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
     observed = set(scalar) | set(batched)
     keep = ancestors(dag._parents, [*queries, *observed])
     dag.tables(keep)
-    factors = _factors(dag, keep, scalar, batched)
+    scopes = _scopes(dag, keep, observed)
     out: dict[str, torch.Tensor] = {}
     batch_out = (_BATCH,) if b is not None else ()
-    with opt_einsum.shared_intermediates():
+    # several queries share intermediate products; for one, sharing is pure overhead
+    share = opt_einsum.shared_intermediates() if len(queries) > 1 else contextlib.nullcontext()
+    with share:
         for q in queries:
             card = dag.tables([q])[q].shape[-1]
             if q in observed:
                 idx = torch.as_tensor(scalar[q]) if q in scalar else batched[q]
                 out[q] = torch.nn.functional.one_hot(idx, card).to(torch.float64)
                 continue
-            comp = _component(factors, q)
+            comp = _factors(dag, _component(scopes, q), scalar, batched)
             comp_batched = any(_BATCH in names for _, names in comp)
             joint = _contract(dag, comp, (_BATCH, q) if comp_batched else (q,))
             if b is not None and not comp_batched:
