@@ -87,5 +87,7 @@ class AmortizedNormal(PyroModule):
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Sample the latent site from q(z | x) inside the data plate; returns ``z [N, Z]``."""
         loc, scale = self.encode(x)
+        # scale > 0 by construction: skip the per-call elementwise argument validation.
+        q = dist.Normal(loc, scale, validate_args=False).to_event(1)
         with pyro.plate(self.plate_name, x.shape[0]):
-            return pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
+            return pyro.sample(self.site, q)

@@ -22,7 +22,7 @@ from .weights import guess_max_plate_nesting, log_weights, vectorized_traces
 
 __all__ = ["elbo", "iwae", "iwae_curve", "BoundEstimates", "CHUNK_ELEMENTS"]
 
-CHUNK_ELEMENTS = 2**22  # auto chunk: ~this many elements per traced tensor (16 MB in float32)
+CHUNK_ELEMENTS = 2**23  # auto chunk: ~this many elements per traced tensor (32 MB in float32)
 _EXPANSION = 4  # rough ratio of all intermediate tensors to the traced site values
 
 
