@@ -331,6 +331,9 @@ def to_bif(dag: DAG, path: str | os.PathLike | None = None) -> str:
     if cont:
         raise DAGError(f"BIF holds discrete networks only; nodes {cont} are not discrete")
     order = list(dag.spec)
+    if not _SAFE_NAME.fullmatch(dag.name):
+        raise DAGError(f"network name {dag.name!r} is not a valid BIF name (no spaces or "
+                       "{}[]();,| characters)")
     for n in order:
         for s in (n, *info[n].states):
             if not _SAFE_NAME.fullmatch(s):

@@ -553,7 +553,23 @@ class DAG:
     # ------------------------------------------------------------------ inference
     def posterior(self, query: str | Sequence[str], evidence: Mapping[str, Any] | None = None
                   ) -> dict[str, torch.Tensor]:
-        """Exact posterior marginals by variable elimination (see :mod:`pgm_lab.dag.exact`)."""
+        """Exact posterior marginals :math:`p(q \\mid e)` by variable elimination.
+
+        One ``opt_einsum`` contraction of the CPTs per query node, after pruning barren nodes
+        and factors not connected to the query (see :mod:`pgm_lab.dag.exact`).
+
+        Args:
+            query: a node name or a list of names (discrete nodes).
+            evidence: ``name -> value`` with a state name, a state index, or an index tensor
+                ``[B]`` (one batch size ``B`` for all tensors); merged with :attr:`evidence`.
+
+        Returns:
+            dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence).
+
+        Raises:
+            DAGError: unknown nodes or states, evidence of probability zero.
+            InferenceError: the query, the evidence or an ancestor is not discrete.
+        """
         from .exact import posterior
 
         return posterior(self, query, evidence)

@@ -43,16 +43,27 @@ def test_linear_gaussian_matches_closed_form_with_prior_and_with_guide():
                            return_info=True)
     assert torch.all((res.log_evidence - exact).abs() < Z * res.stderr)
 
-    def guide():
+    def broad_guide():
         with pyro.plate("data", 3):
             a = pyro.sample("a", dist.Normal(-0.2 * c, 1.0))
             pyro.sample("b", dist.Normal(2.0 * a + 1.0, 0.7))
 
     res_g = dag.log_evidence({"c": c}, method="importance", num_samples=50_000, seed=0,
-                             guide=guide, return_info=True)
+                             guide=broad_guide, return_info=True)
     assert torch.all((res_g.log_evidence - exact).abs() < Z * res_g.stderr)
-    # an (almost) exact proposal for b gives a much larger effective sample size
-    assert torch.all(res_g.stderr > 0)
+
+    def exact_posterior_guide():
+        # b | c: precision 1/4.25 + 1; a | b: precision 1 + 4 / 0.25 = 17
+        prec_b = 1 / 4.25 + 1
+        with pyro.plate("data", 3):
+            b = pyro.sample("b", dist.Normal((1 / 4.25 - c) / prec_b, prec_b**-0.5))
+            pyro.sample("a", dist.Normal(8.0 * (b - 1.0) / 17.0, 17**-0.5))
+
+    res_x = dag.log_evidence({"c": c}, method="importance", num_samples=2_000, seed=0,
+                             guide=exact_posterior_guide, return_info=True)
+    # with the exact posterior as proposal every weight equals p(c)
+    torch.testing.assert_close(res_x.log_evidence, exact, atol=1e-4, rtol=0)
+    assert torch.all(res_x.ess > 0.999 * 2_000) and torch.all(res_x.stderr < 1e-4)
 
 
 def test_importance_errors():
