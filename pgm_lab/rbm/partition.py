@@ -146,17 +146,31 @@ class AISResult:
         return out
 
 
-def _neg_free_energy(w: torch.Tensor, b: torch.Tensor, c: torch.Tensor, b_base: torch.Tensor,
-                     beta: float, v: torch.Tensor) -> torch.Tensor:
-    # log p*_beta(v) for E_beta = (1 - beta) E_A + beta E with E_A(v, h) = -b_A v.
-    return v @ ((1 - beta) * b_base + beta * b) + F.softplus(beta * (v @ w + c)).sum(-1)
+class _Annealer:
+    """Tempered RBM :math:`E_\beta = (1 - \beta) E_A + \beta E` with :math:`E_A = -b_A^\top v`.
 
+    Caches ``x = vW + c`` and ``(b - b_A)^T v`` of the current states, so one AIS step costs
+    two matmuls (one per layer), as many as a block Gibbs step.
+    """
 
-def _transition(w: torch.Tensor, b: torch.Tensor, c: torch.Tensor, b_base: torch.Tensor,
-                beta: float, v: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    h = torch.bernoulli(torch.sigmoid(beta * (v @ w + c)), generator=gen)
-    return torch.bernoulli(torch.sigmoid((1 - beta) * b_base + beta * (h @ w.T + b)),
-                           generator=gen)
+    def __init__(self, w, b, c, b_base, v, gen):  # noqa: ANN001
+        self.w, self.b, self.c, self.b_base, self.gen = w, b, c, b_base, gen
+        self.db = b - b_base
+        self.set(v)
+
+    def set(self, v: torch.Tensor) -> None:
+        self.v, self.x, self.vdb = v, v @ self.w + self.c, v @ self.db
+
+    def log_ratio(self, beta_to: float, beta_from: float) -> torch.Tensor:
+        # log p*_to(v) - log p*_from(v), with log p*_beta(v) = b_A v + beta (b - b_A) v
+        #   + sum_j softplus(beta x_j)
+        return (beta_to - beta_from) * self.vdb + (F.softplus(beta_to * self.x)
+                                                  - F.softplus(beta_from * self.x)).sum(-1)
+
+    def step(self, beta: float) -> None:
+        h = torch.bernoulli(torch.sigmoid(beta * self.x), generator=self.gen)
+        logits = (1 - beta) * self.b_base + beta * (h @ self.w.T + self.b)
+        self.set(torch.bernoulli(torch.sigmoid(logits), generator=self.gen))
 
 
 def _summarize(log_w: torch.Tensor, log_z_base: torch.Tensor, sign: int, num_betas: int,
@@ -254,11 +268,12 @@ def ais(
         bl = betas.tolist()
 
         v = torch.bernoulli(torch.sigmoid(b_base).expand(num_runs, -1), generator=gen)
+        chain = _Annealer(w, b, c, b_base, v, gen)
         log_w = torch.zeros(num_runs, dtype=torch.float64, device=dev)
         for k in range(1, len(bl)):
-            log_w += _neg_free_energy(w, b, c, b_base, bl[k], v) - \
-                _neg_free_energy(w, b, c, b_base, bl[k - 1], v)
-            v = _transition(w, b, c, b_base, bl[k], v, gen)
+            log_w += chain.log_ratio(bl[k], bl[k - 1])
+            if k < len(bl) - 1:
+                chain.step(bl[k])
         result = _summarize(log_w.cpu(), log_z_base.cpu(), +1, len(bl), "forward")
         if not torch.isfinite(result.log_z):
             raise InferenceError(f"AIS produced log Z = {float(result.log_z)}; the parameters "
@@ -267,14 +282,14 @@ def ais(
             return result
 
         if reverse_init is not None:
-            v = model.check_visible(reverse_init, name="reverse_init").to(torch.float64)
+            chain.set(model.check_visible(reverse_init, name="reverse_init").to(torch.float64))
         else:
             for _ in range(reverse_burn_in):
-                v = _transition(w, b, c, b_base, 1.0, v, gen)
-        log_w = torch.zeros(v.shape[0], dtype=torch.float64, device=dev)
+                chain.step(1.0)
+        log_w = torch.zeros(chain.v.shape[0], dtype=torch.float64, device=dev)
         for k in range(len(bl) - 1, 0, -1):
-            log_w += _neg_free_energy(w, b, c, b_base, bl[k - 1], v) - \
-                _neg_free_energy(w, b, c, b_base, bl[k], v)
-            v = _transition(w, b, c, b_base, bl[k - 1], v, gen)
+            log_w += chain.log_ratio(bl[k - 1], bl[k])
+            if k > 1:
+                chain.step(bl[k - 1])
         result.reverse = _summarize(log_w.cpu(), log_z_base.cpu(), -1, len(bl), "reverse")
         return result

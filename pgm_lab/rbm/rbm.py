@@ -135,10 +135,15 @@ class RBM(EnergyModel):
             fe = self.free_energy(v)
             n, d = v.shape
             if exact:
-                flipped = v.unsqueeze(1).repeat(1, d, 1)  # [N, V(flip), V]
                 idx = torch.arange(d, device=v.device)
-                flipped[:, idx, idx] = 1 - flipped[:, idx, idx]
-                return F.logsigmoid(self.free_energy(flipped) - fe.unsqueeze(1)).sum(1)
+                out = []
+                # chunks of rows bound the [rows, V, V] tensor of flipped copies to ~2^22 floats
+                for rows in torch.split(torch.arange(n, device=v.device), max(1, 2**22 // d**2)):
+                    flipped = v[rows].unsqueeze(1).repeat(1, d, 1)  # [rows, V(flip), V]
+                    flipped[:, idx, idx] = 1 - flipped[:, idx, idx]
+                    out.append(F.logsigmoid(self.free_energy(flipped)
+                                            - fe[rows].unsqueeze(1)).sum(1))
+                return torch.cat(out)
             if flip is None:
                 i = torch.randint(d, (n,), generator=generator).to(v.device)
             else:
@@ -166,7 +171,7 @@ class RBM(EnergyModel):
         weight_decay: float = 0.0,
         num_chains: int | None = None,
         seed: int | None = 0,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         checkpoint: str | os.PathLike | None = None,
         resume: bool = False,
         progress: bool | None = None,

@@ -1,0 +1,207 @@
+"""Benchmark: pgm_lab RBM vs scikit-learn's BernoulliRBM (and learnergy if importable).
+
+All peers run in one process on the same statically binarized digits split:
+
+1. scikit-learn's digits-example settings (100 hidden, lr 0.06, batch 10, 10 epochs) and the
+   same with batch 256: training wall time and AIS test log-likelihood of every model, all
+   evaluated by pgm_lab's AIS (sklearn / learnergy weights converted). sklearn trains with PCD
+   (persistent chains = batch size), so ours runs PCD-1 with ``num_chains = batch_size`` too;
+   learnergy trains with CD-1.
+2. 16 and 20 hidden units, same settings: exact test log-likelihood (enumeration).
+3. Gibbs sampling throughput of a 784x500 RBM with 1000 chains against a roofline measured on
+   the same machine: the two bare ``torch`` matmuls of one step, ``[1000, 784] @ [784, 500]``
+   and ``[1000, 500] @ [500, 784]``; sklearn's ``BernoulliRBM.gibbs`` as a peer.
+
+Usage: ``python bench/rbm.py [--quick] [--out bench/results/rbm.json]``. The machine (2 CPU
+cores) is shared with other jobs, so absolute times are noisy; ratios are measured back to
+back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from sklearn.neural_network import BernoulliRBM
+
+from pgm_lab.data import load_dataset
+from pgm_lab.rbm import RBM, gibbs_step
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _learnergy():
+    try:
+        from learnergy.models.bernoulli import RBM as LRBM
+    except ImportError:
+        return None
+    return LRBM
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def train_ours(train, hidden, batch, epochs, lr, seed):
+    pyro.clear_param_store()
+    rbm = RBM(train.shape[1], hidden, data=train, seed=seed)
+    _, sec = _timed(lambda: rbm.fit(train, method="pcd", k=1, epochs=epochs, batch_size=batch,
+                                    lr=lr, num_chains=batch, seed=seed, progress=False))
+    return rbm, sec
+
+
+def train_sklearn(train, hidden, batch, epochs, lr, seed):
+    est = BernoulliRBM(n_components=hidden, learning_rate=lr, batch_size=batch, n_iter=epochs,
+                       random_state=seed)
+    x = train.numpy().astype(np.float64)
+    _, sec = _timed(lambda: est.fit(x))
+    return RBM.from_sklearn(est, dtype=torch.float32), sec
+
+
+def train_learnergy(lrbm_cls, train, hidden, batch, epochs, lr, seed):
+    torch.manual_seed(seed)
+    model = lrbm_cls(n_visible=train.shape[1], n_hidden=hidden, steps=1, learning_rate=lr)
+    ds = torch.utils.data.TensorDataset(train, torch.zeros(len(train)))
+    import logging
+
+    logging.getLogger("learnergy").setLevel(logging.WARNING)
+    _, sec = _timed(lambda: model.fit(ds, batch_size=batch, epochs=epochs))
+    rbm = RBM(train.shape[1], hidden, init_std=0.0)
+    with torch.no_grad():
+        rbm.W.copy_(model.W)
+        rbm.b.copy_(model.a)
+        rbm.c.copy_(model.b)
+    return rbm, sec
+
+
+def test_ll(rbm, train, test, exact, ais_betas, ais_runs, seed=0):
+    with torch.no_grad():
+        neg_f = float((-rbm.free_energy(test)).mean())
+    if exact:
+        return {"ll": neg_f - float(rbm.log_partition("exact"))}
+    res = rbm.log_partition("ais", num_runs=ais_runs, num_betas=ais_betas, base_data=train,
+                            return_result=True, reverse=True, seed=seed)
+    return {"ll": neg_f - float(res.log_z),
+            "interval": [neg_f - float(res.log_z_upper), neg_f - float(res.log_z_lower)],
+            "reverse_ll": neg_f - float(res.reverse.log_z)}
+
+
+def gibbs_throughput(steps, chains=1000, n_v=784, n_h=500, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rbm = RBM(n_v, n_h, init_std=0.01, seed=seed)
+    v = torch.bernoulli(torch.full((chains, n_v), 0.5), generator=gen)
+    w = rbm.W.detach()
+    x_v, x_h = torch.rand(chains, n_v), torch.rand(chains, n_h)
+
+    def roofline():
+        for _ in range(steps):
+            x_v @ w
+            x_h @ w.T
+
+    def ours():
+        nonlocal v
+        with torch.no_grad():
+            for _ in range(steps):
+                v, _ = gibbs_step(rbm, v, gen)
+
+    est = BernoulliRBM(n_components=n_h, random_state=seed)
+    est.components_ = w.T.double().numpy().copy()
+    est.intercept_hidden_ = np.zeros(n_h)
+    est.intercept_visible_ = np.zeros(n_v)
+    est.random_state_ = np.random.RandomState(seed)
+    vs = v.double().numpy()
+
+    def sk():
+        nonlocal vs
+        for _ in range(steps):
+            vs = est.gibbs(vs)
+
+    out = {}
+    for name, fn in (("roofline", roofline), ("ours", ours), ("sklearn", sk)):
+        fn()  # warm-up
+        best = min(_timed(fn)[1] for _ in range(3))
+        out[name] = steps * chains / best
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small settings for a smoke run")
+    parser.add_argument("--out", default=str(ROOT / "results" / "rbm.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    epochs = 1 if args.quick else 10
+    ais_betas, ais_runs = (500, 20) if args.quick else (14500, 100)
+    train = load_dataset("digits", "train", binarize="static")
+    test = load_dataset("digits", "test", binarize="static")
+    lrbm = _learnergy()
+    rows, results = [], {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+                         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                         "learnergy": lrbm is not None, "runs": []}
+    # warm-up: first-call imports and allocator
+    train_ours(train[:100], 4, 10, 1, 0.06, 0)
+    train_sklearn(train[:100], 4, 10, 1, 0.06, 0)
+
+    settings = [(100, 10, False), (100, 256, False), (16, 10, True), (20, 10, True)]
+    for hidden, batch, exact in settings:
+        run = {"hidden": hidden, "batch_size": batch, "epochs": epochs, "lr": 0.06,
+               "evaluation": "exact" if exact else f"AIS ({ais_runs} runs, {ais_betas} betas)"}
+        peers = [("ours (PCD-1)", train_ours), ("sklearn (PCD-1)", train_sklearn)]
+        if lrbm is not None:
+            peers.append(("learnergy (CD-1)", functools.partial(train_learnergy, lrbm)))
+        for name, fn in peers:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rbm, sec = fn(train, hidden, batch, epochs, 0.06, 0)
+            ev = test_ll(rbm, train, test, exact, ais_betas, ais_runs)
+            run[name] = {"seconds": sec, **ev}
+            print(f"  {hidden} hidden, batch {batch}, {name}: {sec:.2f} s, test LL "
+                  f"{ev['ll']:.3f}", file=sys.stderr)
+        results["runs"].append(run)
+        ours = run["ours (PCD-1)"]
+        for name, _ in peers[1:]:
+            peer = run[name]
+            rows.append((f"{hidden} hidden, batch {batch}: train time (s)", name,
+                         peer["seconds"], ours["seconds"], peer["seconds"] / ours["seconds"]))
+            rows.append((f"{hidden} hidden, batch {batch}: test LL ({run['evaluation']})",
+                         name, peer["ll"], ours["ll"], ours["ll"] - peer["ll"]))
+
+    steps = 5 if args.quick else 50
+    thr = gibbs_throughput(steps)
+    results["gibbs_784x500_1000_chains"] = {k + "_samples_per_s": v for k, v in thr.items()}
+    rows.append(("Gibbs 784x500, 1000 chains (chain-steps/s)", "matmul roofline",
+                 thr["roofline"], thr["ours"], thr["ours"] / thr["roofline"]))
+    rows.append(("Gibbs 784x500, 1000 chains (chain-steps/s)", "sklearn gibbs",
+                 thr["sklearn"], thr["ours"], thr["ours"] / thr["sklearn"]))
+
+    print("| benchmark | peer | peer | ours | ratio |")
+    print("|---|---|---|---|---|")
+    for what, peer, p, o, r in rows:
+        kind = "ours - peer" if "LL" in what else ("peer / ours" if "time" in what
+                                                   else "ours / peer")
+        print(f"| {what} | {peer} | {p:.4g} | {o:.4g} | {r:.3g} ({kind}) |")
+    if lrbm is None:
+        print("\nlearnergy: not installed (skipped)")
+    results["table"] = [dict(zip(("benchmark", "peer", "peer_value", "ours", "ratio"), r))
+                        for r in rows]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
