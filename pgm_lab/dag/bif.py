@@ -25,6 +25,7 @@ https://www.bnlearn.com/bnrepository/.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import math
 import os
@@ -40,37 +41,48 @@ from .spec import CPT
 __all__ = ["parse_bif", "read_bif", "to_bif"]
 
 _TOKEN = re.compile(
-    r"(?P<nl>\n)|(?P<ws>[ \t\r\f\v]+)|(?P<comment>//[^\n]*|/\*.*?\*/)"
-    r"|(?P<prop>property\s[^;]*;)|(?P<punct>[{}\[\]();,|])|(?P<word>[^\s{}\[\]();,|]+)",
+    r"\s*(?:(//[^\n]*|/\*.*?\*/)|(property\s[^;]*;)|([{}\[\]();,|])|([^\s{}\[\]();,|]+))",
     re.DOTALL,
 )
+_KINDS = (None, "comment", "prop", "punct", "word")
 _SAFE_NAME = re.compile(r"(?!.*//)(?!.*/\*)[^\s{}\[\]();,|]+")
 
 
 class _Scanner:
+    """Tokens ``(kind, value, offset)``; line numbers are computed only for messages."""
+
     def __init__(self, text: str, source: str) -> None:
         self.source = source
-        toks: list[tuple[str, str, int]] = []
-        line = 1
+        kinds, vals, pos = [], [], []
         for m in _TOKEN.finditer(text):
-            kind = m.lastgroup
-            val = m.group()
-            if kind == "word" or kind == "punct":
-                toks.append((kind, val, line))
-            elif kind == "prop":
-                toks.append((kind, val[len("property"):-1].strip(), line))
-            line += val.count("\n")
-        self.toks = toks
+            g = m.lastindex
+            if g == 1:
+                continue
+            val = m.group(g)
+            kinds.append(_KINDS[g])
+            vals.append(val[len("property"):-1].strip() if g == 2 else val)
+            pos.append(m.start(g))
+        self.kinds, self.vals, self.pos = kinds, vals, pos
+        self.n = len(vals)
         self.i = 0
-        self.last_line = line
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+        self.end = len(text)
+
+    def line(self, offset: int) -> int:
+        return bisect.bisect_left(self.newlines, offset) + 1
+
+    @property
+    def last_line(self) -> int:
+        return self.line(self.end)
 
     def peek(self) -> tuple[str, str, int] | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
+        i = self.i
+        return (self.kinds[i], self.vals[i], self.pos[i]) if i < self.n else None
 
-    def error(self, expected: str, tok: tuple[str, str, int] | None = None) -> DAGError:
+    def error(self, expected: str, tok: tuple[str | None, str, int] | None = None) -> DAGError:
         tok = tok if tok is not None else self.peek()
         got = "end of file" if tok is None else repr(tok[1])
-        line = self.last_line if tok is None else tok[2]
+        line = self.last_line if tok is None else self.line(tok[2])
         return DAGError(f"{self.source}:{line}: malformed BIF: expected {expected}, got {got}")
 
     def next(self, expected: str) -> tuple[str, str, int]:
@@ -80,48 +92,75 @@ class _Scanner:
         self.i += 1
         return tok
 
-    def expect(self, value: str) -> int:
+    def expect(self, value: str) -> None:
         tok = self.next(repr(value))
         if tok[1] != value or tok[0] == "prop":
             raise self.error(repr(value), tok)
-        return tok[2]
 
     def word(self, what: str) -> tuple[str, int]:
+        """The next word and its line."""
         tok = self.next(what)
         if tok[0] != "word":
             raise self.error(what, tok)
-        return tok[1], tok[2]
+        return tok[1], self.line(tok[2])
 
     def accept(self, value: str) -> bool:
-        tok = self.peek()
-        if tok is not None and tok[0] == "punct" and tok[1] == value:
-            self.i += 1
+        i = self.i
+        if i < self.n and self.kinds[i] == "punct" and self.vals[i] == value:
+            self.i = i + 1
             return True
         return False
 
     def names(self, close: str, what: str) -> list[str]:
         """``a, b, c`` up to the closing punctuation ``close`` (consumed)."""
-        out = [self.word(what)[0]]
-        while not self.accept(close):
-            self.expect(",")
-            out.append(self.word(what)[0])
-        return out
+        kinds, vals, i, n = self.kinds, self.vals, self.i, self.n
+        out = []
+        while True:
+            if i >= n or kinds[i] != "word":
+                self.i = i
+                raise self.error(what)
+            out.append(vals[i])
+            if i + 1 < n and kinds[i + 1] == "punct" and vals[i + 1] in (",", close):
+                i += 2
+                if vals[i - 1] == close:
+                    self.i = i
+                    return out
+            else:
+                self.i = i + 1
+                raise self.error(f"',' or {close!r}")
 
     def numbers(self) -> tuple[list[float], int]:
         """``v1, v2, ...;`` (commas optional), the terminating ``;`` consumed."""
+        # The hot loop of parsing: tables are most of a BIF file, so it reads the token lists
+        # directly instead of going through peek/next.
+        kinds, vals, i, n = self.kinds, self.vals, self.i, self.n
+        line = self.line(self.pos[i]) if i < n else self.last_line
         out: list[float] = []
-        line = self.peek()[2] if self.peek() else self.last_line
-        while not self.accept(";"):
-            tok = self.next("a number")
-            if tok[0] != "word":
-                raise self.error("a number or ';'", tok)
+        comma_ok = False
+        while i < n:
+            v = vals[i]
+            if kinds[i] == "punct":
+                if v == ";":
+                    break
+                if v == "," and comma_ok:
+                    comma_ok = False
+                    i += 1
+                    continue
+                self.i = i
+                raise self.error("a number or ';'")
             try:
-                out.append(float(tok[1]))
+                out.append(float(v))
             except ValueError:
-                raise self.error("a number", tok) from None
-            self.accept(",")
+                self.i = i
+                raise self.error("a number") from None
+            comma_ok = True
+            i += 1
+        else:
+            self.i = i
+            raise self.error("';'")
+        self.i = i + 1
         if not out:
-            raise self.error("at least one number")
+            raise self.error("at least one number", (None, ";", self.pos[i]))
         return out, line
 
 
@@ -193,7 +232,8 @@ def parse_bif(text: str, source: str = "<string>") -> DAG:
                 raise DAGError(f"{source}:{cline}: second probability block for {child!r}")
             blocks[child] = _read_block(sc, child, parents, states, cline)
         else:
-            raise sc.error("'network', 'variable' or 'probability'", (None, kw, line))
+            raise DAGError(f"{source}:{line}: malformed BIF: expected 'network', 'variable' or "
+                           f"'probability', got {kw!r}")
     for var in states:
         if var not in blocks:
             raise DAGError(f"{source}:{var_line[var]}: variable {var!r} has no probability block")
@@ -231,13 +271,14 @@ def _read_block(sc: _Scanner, child: str, parents: list[str],
             sc.i += 1
             config = sc.names(")", "a parent state")
             if len(config) != len(parents):
-                raise DAGError(f"{sc.source}:{tok[2]}: row of {child!r} names {len(config)} "
-                               f"parent states {config}, expected {len(parents)} for {parents}")
+                raise DAGError(f"{sc.source}:{sc.line(tok[2])}: row of {child!r} names "
+                               f"{len(config)} parent states {config}, expected {len(parents)} "
+                               f"for {parents}")
             flat = 0
             for p, s in zip(parents, config):
                 if s not in states[p]:
-                    raise DAGError(f"{sc.source}:{tok[2]}: {s!r} is not a state of {p!r} "
-                                   f"{list(states[p])}")
+                    raise DAGError(f"{sc.source}:{sc.line(tok[2])}: {s!r} is not a state "
+                                   f"of {p!r} {list(states[p])}")
                 flat = flat * len(states[p]) + states[p].index(s)
             vals, vline = sc.numbers()
             _check_row(sc, child, vals, k, vline, f"({', '.join(config)})")

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import opt_einsum
 import torch
 
-from ..errors import DAGError
+from ..errors import DAGError, InferenceError
 from .graph import ancestors
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["log_evidence", "posterior"]
 
 _CACHE_SIZE = 512
+MAX_INTERMEDIATE = 2**27  # entries of the largest intermediate factor (1 GiB in float64)
 _BATCH = "__batch__"
 
 
@@ -135,7 +136,14 @@ def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
     cache = dag._expressions
     expr = cache.get(key)
     if expr is None:
-        expr = opt_einsum.contract_expression(eq, *shapes, optimize="auto")
+        path, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
+        if info.largest_intermediate > MAX_INTERMEDIATE:
+            raise InferenceError(
+                f"exact inference would build a factor with {info.largest_intermediate:.3g} "
+                f"entries (more than {MAX_INTERMEDIATE:.3g}): the network's treewidth is too "
+                "large for this query; use log_evidence(..., method='importance') or fewer "
+                "query/evidence nodes")
+        expr = opt_einsum.contract_expression(eq, *shapes, optimize=path)
         cache[key] = expr
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)

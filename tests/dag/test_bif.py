@@ -118,6 +118,11 @@ MALFORMED = [
     ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5, 0.5;\n",
      3, "expected '}' closing the probability block of 'a' \\(line 2\\), got end of file"),
     ("network x {}\nnode a;\n", 2, "expected 'network', 'variable' or 'probability', got 'node'"),
+    ("variable a { type discrete [ 2 ] { x y }; }\n", 1, "expected ',' or '}', got 'y'"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5,, 0.5; }\n",
+     2, "expected a number or ';', got ','"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) {\n table ; }\n",
+     3, "expected at least one number"),
 ]
 
 
