@@ -183,3 +183,12 @@ def test_evidence_errors_name_the_culprit():
     with pytest.raises(DAGError, match="different lengths"):
         dag.posterior("xray", {"tub": torch.tensor([0, 1]), "smoke": torch.tensor([0, 1, 1])})
     assert dag.log_evidence({"tub": "yes", "either": "no"}) == -math.inf
+
+
+def test_contractions_too_large_for_memory_are_refused(monkeypatch):
+    import pgm_lab.dag.exact as exact
+
+    dag = read_bif("alarm")
+    monkeypatch.setattr(exact, "MAX_INTERMEDIATE", 8)
+    with pytest.raises(InferenceError, match="treewidth is too large.*method='importance'"):
+        dag.posterior("HR", {"BP": "LOW"})
