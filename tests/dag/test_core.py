@@ -110,6 +110,10 @@ def test_sampling_is_vectorized_seeded_and_leaves_global_rng_alone():
         assert s1[n].shape == (1000,) and torch.equal(s1[n], s2[n])
     assert s1["w"].dtype == torch.long and s1["z"].dtype == torch.float32
     assert not torch.equal(dag.sample(1000, seed=4)["u"], s1["u"])
+    # x | u, z ~ N(u + z, 0.5^2): E[x] = 0.4, Var[x] = 1 + 0.4 * 0.6 + 0.25
+    big = dag.sample(40_000, seed=5)["x"]
+    assert abs(float(big.mean()) - 0.4) / (1.49 / 40_000) ** 0.5 < 4
+    assert abs(float(big.var()) - 1.49) / (1.49 * (2 / 40_000) ** 0.5) < 4
 
 
 def test_sampling_frequencies_match_exact_marginals():
