@@ -95,7 +95,7 @@ class VAE(PyroModule):
         """The distribution :math:`p(x \\mid z)` with event shape ``[D]``; ``z``: ``[..., Z]``.
 
         Parameters come from the decoder, so they are not re-validated elementwise on every
-        call (that check costs ~10% of an IWAE step); the data are checked in :meth:`model`.
+        call (that check costs ~10% of an IWAE step); binary data are checked in ``log_prob``.
         """
         out = self.decoder(z)
         if self.likelihood == "bernoulli":
@@ -106,10 +106,6 @@ class VAE(PyroModule):
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """The Pyro program ``p(x, z)`` for a batch ``x`` of shape ``[N, D]``; returns ``z``."""
         x = as_rows(x, self.x_dim)
-        if self.likelihood == "bernoulli" and is_validation_enabled() and not (
-                (x == 0) | (x == 1)).all():
-            raise DataError("the Bernoulli VAE needs binary x (0/1); binarize it, e.g. with "
-                            "pgm_lab.data.static_binarize, or pass likelihood='gaussian'")
         n = x.shape[0]
         with pyro.plate(self.plate_name, n):
             prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([n, self.z_dim])
@@ -174,6 +170,9 @@ class _BernoulliImage(dist.Independent):
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if is_validation_enabled() and not ((value == 0) | (value == 1)).all():
+            raise DataError("the Bernoulli VAE needs binary x (0/1); binarize it, e.g. with "
+                            "pgm_lab.data.static_binarize, or pass likelihood='gaussian'")
         logits = self.base_dist.logits
         shape = torch.broadcast_shapes(logits.shape, value.shape)
         bce = F.binary_cross_entropy_with_logits(logits.expand(shape), value.expand(shape),

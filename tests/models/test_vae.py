@@ -6,6 +6,7 @@ from pgm_lab.guides import AmortizedNormal
 from pgm_lab.models import VAE
 
 from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.infer import IWAE
 
 
 def _traces(vae, guide, x):
@@ -71,3 +72,12 @@ def test_invalid_arguments():
         VAE(4, 2, likelihood="gaussian", sigma=-1.0)
     with pytest.raises(DataError, match=r"shape \[N, 4\]"):
         VAE(4, 2).model(torch.zeros(3, 5))
+
+
+def test_non_binary_data_for_bernoulli_is_a_clear_error():
+    vae, guide = VAE(4, 2, (3,)), AmortizedNormal(4, 2, (3,))
+    x = torch.full((2, 4), 0.5)
+    with pytest.raises(ValueError, match="needs binary x"):  # Pyro re-wraps it as ValueError
+        pyro.infer.Trace_ELBO().loss(vae.model, guide, x)
+    with pytest.raises(DataError, match="needs binary x"):
+        IWAE(2).loss(vae.model, guide, x)
