@@ -20,6 +20,7 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| training objective | k=1 | k=3 | k=60 | active units | train s |" in printed
     assert "| iwae-3-dreg |" in printed and "| elbo-dreg |" in printed
+    assert "paired difference of the k=60 bound vs elbo-dreg" in printed
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == "digits" and res["n_test"] == 30 and res["eval_k"] == [1, 3, 60]
     assert [(r["objective"], r["k_train"], r["estimator"]) for r in res["runs"]] == [
@@ -33,6 +34,9 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
         assert r["bounds"]["60"] > r["bounds"]["1"]  # IWAE-60 is far tighter than the ELBO
         assert 0 <= r["active_units"] <= 2 and r["train_seconds"] > 0
         assert len(r["train_loss"]) == 2
+    assert set(res["runs"][0]["delta_vs_first"].values()) == {0.0}
+    d = res["runs"][1]["delta_vs_first"]["60"]
+    assert d == pytest.approx(res["runs"][1]["bounds"]["60"] - res["runs"][0]["bounds"]["60"])
     names = {p.name for p in out.iterdir()}
     assert {"bounds_vs_k.png", "training_curves.png", "samples_iwae-3-dreg.png",
             "reconstructions_elbo-dreg.png", "checkpoints"} <= names
