@@ -63,8 +63,8 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     Args:
         dag: the DAG (left unchanged by ``"counts"``).
         data: ``name -> values [N]`` (state names or indices for discrete nodes).
-        method: ``"counts"``, ``"svi"``, or ``"auto"`` -- counts when every node is observed
-            and every node's parameters are tables, else SVI.
+        method: ``"counts"``, ``"svi"``, or ``"auto"`` -- counts when every node is a table
+            (CPT or discrete root), else SVI.
         pseudo_count: Dirichlet pseudo-count :math:`\\alpha \\ge 0` added to every cell
             (``"counts"``); a float, or a mapping ``name -> tensor`` broadcastable to the table.
         guide: ``"svi"`` only; default ``AutoNormal`` over unobserved continuous nodes.
@@ -86,8 +86,9 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     for k in data:
         dag._check_name(k)
     if method == "auto":
-        tabular = set(learnable_by_counts(dag)) == set(dag.nodes)
-        method = "counts" if tabular and set(data) >= set(dag.nodes) else "svi"
+        # all-table networks have no Pyro parameters for SVI to train: counts (which needs
+        # complete data and says so); anything with callables: SVI
+        method = "counts" if set(learnable_by_counts(dag)) == set(dag.nodes) else "svi"
     if method == "counts":
         return _fit_counts(dag, data, pseudo_count)
     if method == "svi":

@@ -139,3 +139,11 @@ def test_svi_with_a_continuous_latent_node_uses_an_autonormal_guide():
     assert type(dag.guide_).__name__ == "AutoNormal"
     var = pyro.param("w").detach() ** 2 + pyro.param("s").detach() ** 2
     assert abs(float(var) / float(x.pow(2).mean()) - 1) < 0.05
+
+
+def test_auto_method_needs_complete_data_for_table_networks():
+    asia = read_bif("asia")
+    data = asia.sample(50, seed=0)
+    del data["either"]
+    with pytest.raises(DAGError, match="missing \\['either'\\].*method='svi'"):
+        asia.fit(data)
