@@ -54,10 +54,15 @@ def _check_count(name: str, value: object) -> int:
 
 def _per_particle_elements(model: Callable, guide: Callable, args: tuple,
                            kwargs: dict[str, Any]) -> int:
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs)
+    """Elements of all sample-site values of one particle (RNG state left untouched)."""
+    rng = torch.get_rng_state()
+    try:
+        with poutine.block():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs)
+    finally:
+        torch.set_rng_state(rng)
     return sum(site["value"].numel() for tr in (guide_trace, model_trace)
                for site in tr.nodes.values()
                if site["type"] == "sample" and isinstance(site["value"], torch.Tensor))
