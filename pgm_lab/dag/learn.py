@@ -11,6 +11,11 @@ Two routes, chosen by ``method``:
 
   where :math:`N(x, u)` counts rows with node value ``x`` and parent configuration ``u``.
   A configuration never seen (with :math:`\\alpha = 0`) gets the uniform row.
+- ``"em"``: the same tables when some table nodes are hidden (columns absent from the
+  data), by expectation-maximization. The E-step's expected counts
+  :math:`\\sum_r p(x, u \\mid e_r)` of each family come from one batched exact contraction
+  over all rows (:mod:`pgm_lab.dag.exact`); the M-step is the closed form above. Starts from
+  the DAG's current tables, which must not be symmetric in a hidden node's states.
 - ``"svi"``: conditionals with learnable parameters (``pyro.param`` or ``PyroModule`` inside
   callables) are trained by :func:`pgm_lab.train.fit` on ``dag.model`` with the data
   observed. Unobserved continuous nodes get an ``AutoNormal`` guide; unobserved discrete
@@ -19,6 +24,9 @@ Two routes, chosen by ``method``:
 References:
     D. Heckerman, D. Geiger and D. M. Chickering, "Learning Bayesian networks: the
     combination of knowledge and statistical data", Machine Learning 20, 1995.
+    A. P. Dempster, N. M. Laird and D. B. Rubin, "Maximum likelihood from incomplete data
+    via the EM algorithm", JRSS B 39, 1977. S. L. Lauritzen, "The EM algorithm for graphical
+    association models with missing data", CSDA 19, 1995.
     D. Koller and N. Friedman, *Probabilistic Graphical Models*, MIT Press 2009, ch. 17.
 """
 
@@ -57,22 +65,26 @@ def learnable_by_counts(dag: DAG) -> list[str]:
 
 def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
         pseudo_count: float | torch.Tensor = 0.0, guide: Callable | None = None,
-        **svi_kwargs: Any) -> DAG:
+        max_iter: int = 100, tol: float = 1e-9, **svi_kwargs: Any) -> DAG:
     """Fit the DAG's conditionals to ``data``.
 
     Args:
         dag: the DAG (left unchanged by ``"counts"``).
         data: ``name -> values [N]`` (state names or indices for discrete nodes).
-        method: ``"counts"``, ``"svi"``, or ``"auto"`` -- counts when every node is a table
-            (CPT or discrete root), else SVI.
+        method: ``"counts"``, ``"em"``, ``"svi"``, or ``"auto"`` -- counts when every node is
+            a table (CPT or discrete root), else SVI.
         pseudo_count: Dirichlet pseudo-count :math:`\\alpha \\ge 0` added to every cell
             (``"counts"``); a float, or a mapping ``name -> tensor`` broadcastable to the table.
         guide: ``"svi"`` only; default ``AutoNormal`` over unobserved continuous nodes.
+        max_iter, tol: ``"em"`` only; stop after ``max_iter`` updates or when an update
+            gains less than ``tol`` (relative) in log-likelihood.
         **svi_kwargs: passed to :func:`pgm_lab.train.fit` (``epochs``, ``optim``, ``loss``,
             ``batch_size`` (default: all rows), ``seed``, ``progress``...).
 
     Returns:
         ``"counts"``: a new :class:`~pgm_lab.dag.DAG` with the estimated tables.
+        ``"em"``: a new DAG; ``log_likelihood_`` lists the data log-likelihood of the initial
+        and of every updated set of tables (non-decreasing; the last is the returned DAG's).
         ``"svi"``: ``dag`` itself (its parameters live in Pyro's param store and modules),
         with the training :class:`~pgm_lab.train.History` in ``dag.history_``.
 
@@ -91,11 +103,13 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
         method = "counts" if set(learnable_by_counts(dag)) == set(dag.nodes) else "svi"
     if method == "counts":
         return _fit_counts(dag, data, pseudo_count)
+    if method == "em":
+        return _fit_em(dag, data, pseudo_count, max_iter, tol)
     if method == "svi":
         if not (isinstance(pseudo_count, (int, float)) and pseudo_count == 0):
             raise ConfigError("pseudo_count applies to method='counts' only")
         return _fit_svi(dag, data, guide, svi_kwargs)
-    raise ConfigError(f"method must be 'auto', 'counts' or 'svi', got {method!r}")
+    raise ConfigError(f"method must be 'auto', 'counts', 'em' or 'svi', got {method!r}")
 
 
 def _columns(dag: DAG, data: Mapping[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
@@ -107,40 +121,98 @@ def _columns(dag: DAG, data: Mapping[str, Any], names: list[str]) -> dict[str, t
     return cols
 
 
+def _alpha(pseudo_count: Any, name: str) -> torch.Tensor:
+    alpha = pseudo_count.get(name, 0.0) if isinstance(pseudo_count, Mapping) else pseudo_count
+    alpha = torch.as_tensor(alpha, dtype=torch.float64)
+    if (alpha < 0).any():
+        raise ConfigError(f"pseudo_count must be >= 0, got {alpha}")
+    return alpha
+
+
+def _estimate(counts: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    counts = counts + alpha
+    total = counts.sum(-1, keepdim=True)
+    return torch.where(total > 0, counts / total.clamp_min(1e-300),
+                       torch.full_like(counts, 1.0 / counts.shape[-1]))
+
+
+def _with_table(nd: Node | CPT, est: torch.Tensor) -> Node | CPT:
+    if isinstance(nd, CPT):
+        return CPT(nd.parents, est, nd.states, nd.parent_states, nd.properties)
+    if isinstance(nd.root, dist.Bernoulli):
+        return Node((), nd.fn, root=dist.Bernoulli(est[1].to(torch.get_default_dtype())))
+    return Node((), nd.fn, root=dist.Categorical(est.to(torch.get_default_dtype())))
+
+
+def _observed_counts(dag: DAG, n: str, cols: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    cards = dag.tables([n])[n].shape
+    flat = torch.zeros_like(cols[n])
+    for v, c in zip((*dag.parents(n), n), cards):
+        flat = flat * c + cols[v]
+    return torch.bincount(flat, minlength=math.prod(cards)).reshape(cards).double()
+
+
 def _fit_counts(dag: DAG, data: Mapping[str, Any], pseudo_count: Any) -> DAG:
     learn = learnable_by_counts(dag)
     needed = sorted({v for n in learn for v in (n, *dag.parents(n))})
     missing = [v for v in needed if v not in data]
     if missing:
         raise DAGError(f"closed-form fit needs every learned node and its parents observed; "
-                       f"missing {missing}. For latent nodes use learnable conditionals and "
-                       "method='svi'")
+                       f"missing {missing}. For hidden table nodes use method='em'; for "
+                       "learnable conditionals method='svi'")
     cols = _columns(dag, data, needed)
     spec = dag.spec
     for n in learn:
-        table = dag.tables([n])[n]
-        parents = dag.parents(n)
-        cards = table.shape
-        flat = torch.zeros_like(cols[n])
-        for v, c in zip((*parents, n), cards):
-            flat = flat * c + cols[v]
-        counts = torch.bincount(flat, minlength=math.prod(cards)).reshape(cards).double()
-        alpha = pseudo_count.get(n, 0.0) if isinstance(pseudo_count, Mapping) else pseudo_count
-        alpha = torch.as_tensor(alpha, dtype=torch.float64)
-        if (alpha < 0).any():
-            raise ConfigError(f"pseudo_count must be >= 0, got {alpha}")
-        counts = counts + alpha
-        total = counts.sum(-1, keepdim=True)
-        est = torch.where(total > 0, counts / total.clamp_min(1e-300),
-                          torch.full_like(counts, 1.0 / cards[-1]))
-        nd = spec[n]
-        if isinstance(nd, CPT):
-            spec[n] = CPT(nd.parents, est, nd.states, nd.parent_states, nd.properties)
-        elif isinstance(nd.root, dist.Bernoulli):
-            spec[n] = Node((), nd.fn, root=dist.Bernoulli(est[1].to(torch.get_default_dtype())))
-        else:
-            spec[n] = Node((), nd.fn, root=dist.Categorical(est.to(torch.get_default_dtype())))
+        spec[n] = _with_table(spec[n], _estimate(_observed_counts(dag, n, cols),
+                                                 _alpha(pseudo_count, n)))
     return dag._derive(spec)
+
+
+def _expected_counts(dag: DAG, n: str, cols: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """:math:`\\sum_r p(x_n, x_{pa(n)} \\mid e_r)` as a table, one batched contraction."""
+    from .exact import _BATCH, _contract, _factors
+    from .graph import ancestors
+
+    family = (*dag.parents(n), n)
+    free = [v for v in family if v not in cols]
+    if not free:
+        return _observed_counts(dag, n, cols)
+    keep = ancestors(dag._parents, [*family, *cols])
+    joint = _contract(dag, _factors(dag, keep, {}, cols), (_BATCH, *free))
+    post = joint / joint.reshape(joint.shape[0], -1).sum(-1).reshape(-1, *[1] * len(free))
+    table = torch.zeros(dag.tables([n])[n].shape, dtype=torch.float64)
+    obs_axes = [i for i, v in enumerate(family) if v in cols]
+    free_axes = [i for i, v in enumerate(family) if v not in cols]
+    if not obs_axes:
+        return table + post.sum(0)
+    view = table.permute(*obs_axes, *free_axes)  # a view: index_put_ writes into table
+    view.index_put_(tuple(cols[family[i]] for i in obs_axes), post, accumulate=True)
+    return table
+
+
+def _fit_em(dag: DAG, data: Mapping[str, Any], pseudo_count: Any, max_iter: int,
+            tol: float) -> DAG:
+    learn = learnable_by_counts(dag)
+    if set(learn) != set(dag.nodes) or dag._evidence:
+        raise ConfigError("method='em' needs an unconditioned network of tables (CPTs and "
+                          "discrete roots); use method='svi' for other conditionals")
+    cols = _columns(dag, data, [n for n in dag.nodes if n in data])
+    current = dag
+    history = [float(current.log_evidence(cols).sum())]
+    if not math.isfinite(history[0]):
+        raise DAGError("a data row has probability zero under the initial tables; EM cannot "
+                       "start there (use other initial tables)")
+    for _ in range(max_iter):
+        spec = current.spec
+        for n in learn:
+            spec[n] = _with_table(spec[n], _estimate(_expected_counts(current, n, cols),
+                                                     _alpha(pseudo_count, n)))
+        current = current._derive(spec)
+        history.append(float(current.log_evidence(cols).sum()))
+        if history[-1] - history[-2] <= tol * abs(history[-1]):
+            break
+    current.log_likelihood_ = history
+    return current
 
 
 def _fit_svi(dag: DAG, data: Mapping[str, Any], guide: Callable | None,

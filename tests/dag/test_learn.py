@@ -147,3 +147,59 @@ def test_auto_method_needs_complete_data_for_table_networks():
     del data["either"]
     with pytest.raises(DAGError, match="missing \\['either'\\].*method='svi'"):
         asia.fit(data)
+
+
+def _brute_force_em(tables, r, x1, x2, iters):
+    """EM by explicit per-row enumeration of the hidden z for r -> z -> (x1, x2)."""
+    pr, pz, p1, p2 = (t.clone() for t in tables)
+    for _ in range(iters):
+        w = pz[r] * p1[:, x1].T * p2[:, x2].T  # [N, card z]: p(z, x1, x2 | r)
+        w = w / w.sum(1, keepdim=True)
+        cz = torch.zeros_like(pz).index_add_(0, r, w)
+        c1 = torch.stack([torch.zeros(3, dtype=torch.float64).index_add_(0, x1, w[:, k])
+                          for k in range(2)])
+        c2 = torch.stack([torch.zeros(2, dtype=torch.float64).index_add_(0, x2, w[:, k])
+                          for k in range(2)])
+        pr = torch.bincount(r, minlength=2).double() / len(r)
+        pz, p1, p2 = (c / c.sum(-1, keepdim=True) for c in (cz, c1, c2))
+    return pr, pz, p1, p2
+
+
+def test_em_with_a_hidden_node_matches_brute_force_em():
+    truth = DAG({"r": cpt([], [0.4, 0.6]), "z": cpt(["r"], [[0.8, 0.2], [0.3, 0.7]]),
+                 "x1": cpt(["z"], [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]),
+                 "x2": cpt(["z"], [[0.9, 0.1], [0.25, 0.75]])})
+    data = truth.sample(500, seed=0)
+    del data["z"]
+    init = [torch.tensor(t, dtype=torch.float64) for t in (
+        [0.5, 0.5], [[0.6, 0.4], [0.45, 0.55]], [[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]],
+        [[0.6, 0.4], [0.4, 0.6]])]
+    start = DAG({"r": cpt([], init[0]), "z": cpt(["r"], init[1]), "x1": cpt(["z"], init[2]),
+                 "x2": cpt(["z"], init[3])})
+    em = start.fit(data, method="em", max_iter=7, tol=0.0)
+    assert len(em.log_likelihood_) == 8  # initial + 7 updates
+    assert em.log_likelihood_[-1] == pytest.approx(float(em.log_evidence(data).sum()))
+    ref = _brute_force_em(init, data["r"], data["x1"], data["x2"], iters=7)
+    for name, t in zip(("r", "z", "x1", "x2"), ref):
+        torch.testing.assert_close(em.tables()[name], t, atol=1e-12, rtol=0)
+
+
+def test_em_increases_the_likelihood_and_reduces_to_counts_on_complete_data():
+    asia = read_bif("asia")
+    data = asia.sample(2000, seed=0)
+    complete = asia.fit(data, method="em")
+    counts = asia.fit(data)
+    for n in asia.nodes:
+        torch.testing.assert_close(complete.tables()[n], counts.tables()[n], atol=1e-12, rtol=0)
+    del data["either"], data["lung"]
+    gen = torch.Generator().manual_seed(0)
+    spec = {}
+    for n, nd in asia.spec.items():  # perturbed start, away from the truth
+        t = nd.table * (1 + torch.rand(nd.table.shape, generator=gen, dtype=torch.float64))
+        spec[n] = cpt(nd.parents, t / t.sum(-1, keepdim=True), nd.states, nd.parent_states)
+    em = DAG(spec, name="asia").fit(data, method="em", max_iter=30)
+    ll = em.log_likelihood_
+    assert all(b >= a - 1e-9 * abs(a) for a, b in zip(ll, ll[1:]))  # EM's monotonicity
+    assert ll[-1] > ll[0]
+    with pytest.raises(ConfigError, match="method='em' needs"):
+        DAG({"a": dist.Normal(0.0, 1.0)}).fit({"a": torch.zeros(3)}, method="em")
