@@ -87,6 +87,10 @@ def test_model_relations_equal_dag_edges():
         assert rel["observed"] == []
     cond = read_bif("asia").condition({"xray": "yes"})
     assert get_model_relations(cond.model)["observed"] == ["xray"]
+    src = pyro.render_model(cond.model).source  # Pyro's own picture shows the same edges
+    assert {tuple(line.strip().split(" -> ")) for line in src.splitlines() if "->" in line} \
+        == set(cond.edges)
+    assert "subgraph cluster_data" in src
 
 
 def _mixed():
