@@ -96,6 +96,10 @@ def _log_weight_chunks(model: Callable, guide: Callable, args: tuple, kwargs: di
                         f"{plate_name!r}; sites {sorted(set(outside))} are outside it; try "
                         f"conditioning on global variables (pyro.condition) or "
                         f"pyro.infer.importance.vectorized_importance_weights")
+                if torch.isnan(lw.local).any():
+                    raise InferenceError(
+                        f"log importance weights are NaN (particles {done}..{done + c}); "
+                        "expected finite model and guide densities; check the parameters for NaN")
                 yield lw.local
                 done += c
                 bar.update(c)

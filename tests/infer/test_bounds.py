@@ -146,3 +146,14 @@ class _NoRsample(dist.TorchDistribution):
 
     def log_prob(self, value):
         return dist.Normal(self.loc, 1.0).log_prob(value).sum(-1)
+
+
+def test_nan_log_weights_raise(lg):
+    def nan_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            loc = torch.full((x.shape[0], 2), float("nan"), dtype=torch.float64)
+            pyro.sample("z", dist.Normal(loc, 1.0, validate_args=False).to_event(1))
+
+    # With Pyro's validation on, the model's Normal already rejects NaN; without it, we do.
+    with pyro.validation_enabled(False), pytest.raises(InferenceError, match="NaN"):
+        iwae(lg.model, nan_guide, lg.sample(3), num_particles=4)
