@@ -32,6 +32,7 @@ References:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -136,14 +137,16 @@ def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
     cache = dag._expressions
     expr = cache.get(key)
     if expr is None:
-        path, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
-        if info.largest_intermediate > MAX_INTERMEDIATE:
+        expr = opt_einsum.contract_expression(eq, *shapes, optimize="auto")
+        dims = {symbols[v]: d for (t, names) in factors for v, d in zip(names, t.shape)}
+        largest = max((math.prod(dims[c] for c in step[2].split("->")[1])
+                       for step in expr.contraction_list), default=1)
+        if largest > MAX_INTERMEDIATE:
             raise InferenceError(
-                f"exact inference would build a factor with {info.largest_intermediate:.3g} "
-                f"entries (more than {MAX_INTERMEDIATE:.3g}): the network's treewidth is too "
-                "large for this query; use log_evidence(..., method='importance') or fewer "
-                "query/evidence nodes")
-        expr = opt_einsum.contract_expression(eq, *shapes, optimize=path)
+                f"exact inference would build a factor with {largest:.3g} entries (more than "
+                f"{MAX_INTERMEDIATE:.3g}): the network's treewidth is too large for this "
+                "query; use log_evidence(..., method='importance') or fewer query/evidence "
+                "nodes")
         cache[key] = expr
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
