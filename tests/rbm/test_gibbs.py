@@ -140,3 +140,21 @@ def test_joint_check_rejects_samples_of_another_model():
     out = gibbs(other, v0, 30, seed=0)
     with pytest.raises(AssertionError):
         _check_against_joint(rbm, out.v, out.h)
+
+
+def test_mcmc_with_several_chains_runs_and_converts(monkeypatch):
+    """MCMC(num_chains=2): forced to the sequential sampler so the test is machine-independent."""
+    import pyro.infer.mcmc.api as mcmc_api
+
+    from pgm_lab.rbm.diagnostics import to_inference_data
+
+    monkeypatch.setattr(mcmc_api.mp, "cpu_count", lambda: 1)
+    rbm = random_rbm(N_V, N_H, 1.0, 0)
+    with pytest.warns(UserWarning, match="Chains will be drawn sequentially"):
+        mcmc = pyro.infer.MCMC(GibbsKernel(rbm, seed=0), num_samples=50, warmup_steps=5,
+                               num_chains=2, disable_progbar=True)
+    mcmc.run()
+    v = mcmc.get_samples(group_by_chain=True)["v"]
+    assert v.shape == (2, 50, N_V)
+    assert not torch.equal(v[0], v[1])  # each chain starts from its own random state
+    assert to_inference_data(mcmc, rbm).posterior.sizes["chain"] == 2
