@@ -468,11 +468,10 @@ class DAG:
             # torch.multinomial, which draws row by row).
             cdf, strides = self._cdf(name)
             flat = torch.zeros(shape, dtype=torch.long)
-            for v, s in zip(pvals, strides):
-                flat = flat + v.long() * s
-            u = torch.rand(shape, dtype=cdf.dtype)
+            for v, s in zip(pvals, strides.tolist()):
+                flat.add_(v.long().expand(shape), alpha=s)
+            u = torch.rand(shape, dtype=cdf.dtype).reshape(-1)
             flat = flat.reshape(-1)
-            u = u.reshape(-1)
             idx = torch.zeros_like(flat)
             for col in cdf:
                 idx.add_(u >= col.index_select(0, flat))
