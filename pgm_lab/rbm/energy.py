@@ -14,8 +14,6 @@ is affine in each hidden unit given the visible ones, so hidden units are indepe
 
 from __future__ import annotations
 
-from abc import abstractmethod
-
 import pyro
 import torch
 import torch.nn.functional as F
@@ -58,15 +56,19 @@ class EnergyModel(PyroModule):
         for arg, value in (("n_visible", n_visible), ("n_hidden", n_hidden)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{arg} must be a positive int, got {value!r}")
+        # PyroModule's metaclass is not ABCMeta, so abstractness is checked here.
+        if type(self).energy is EnergyModel.energy:
+            raise TypeError(f"{type(self).__name__} must define energy(v, h); EnergyModel is "
+                            "an abstract base, e.g. use pgm_lab.rbm.RBM")
         super().__init__(name=name)
         self.n_visible = n_visible
         self.n_hidden = n_hidden
 
     # ---- the energy and what follows from it -------------------------------------------------
 
-    @abstractmethod
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Energy :math:`E(v, h)`: ``v [..., V]``, ``h [..., H]`` (broadcast) -> ``[...]``."""
+        raise NotImplementedError
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         r"""Logits of :math:`p(h_j = 1 \mid v)`, ``[..., V] -> [..., H]``.
