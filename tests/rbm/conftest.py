@@ -1,5 +1,8 @@
+import contextlib
+
 import pyro
 import pytest
+import torch
 
 from pgm_lab.data import load_dataset
 from pgm_lab.rbm import RBM
@@ -12,6 +15,23 @@ def digits():
             load_dataset("digits", "test", binarize="static"))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Tiny matmuls run faster on one thread (OpenMP spin-waits dominate on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture
+def single_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def trained_rbm(digits):
     """A 64x20 RBM trained by CD-1 on digits (290 updates) and its initial test LL.
@@ -22,7 +42,8 @@ def trained_rbm(digits):
     pyro.set_rng_seed(0)
     rbm = RBM(64, 20, data=train, seed=0, name="trained")
     init_ll = rbm.log_prob(test).mean()
-    history = rbm.fit(train, method="cd", k=1, epochs=10, batch_size=50, lr=0.05, momentum=0.9,
-                      seed=0, progress=False)
+    with one_thread():
+        history = rbm.fit(train, method="cd", k=1, epochs=10, batch_size=50, lr=0.05,
+                          momentum=0.9, seed=0, progress=False)
     pyro.clear_param_store()
     return rbm, init_ll, history

@@ -132,7 +132,7 @@ def test_validation_of_the_loss():
         ContrastiveDivergence().loss_and_grads(gaussian_model, no_guide, v)
 
 
-def test_pcd_beats_cd1_on_exact_test_log_likelihood_at_equal_updates(digits):
+def test_pcd_beats_cd1_on_exact_test_log_likelihood_at_equal_updates(digits, single_thread):
     """Same init, data order, lr and 720 updates; PCD (100 persistent chains) vs CD-1.
 
     (PCD won for each of the seeds 0-4 with these settings, by 0.04-0.15 nats.)

@@ -10,7 +10,7 @@ from pgm_lab.rbm import RBM, ais, ais_schedule, exact_log_partition
 from ._oracle import random_rbm
 
 
-def test_ais_agrees_with_exact_log_z_on_trained_64x20_rbm(trained_rbm, digits):
+def test_ais_agrees_with_exact_log_z_on_trained_64x20_rbm(trained_rbm, digits, single_thread):
     rbm, _, _ = trained_rbm
     train, test = digits
     exact = rbm.log_partition("exact")
