@@ -106,6 +106,7 @@ class DAG:
         self._discrete_cache: dict[str, Discrete | None] | None = None
         self._expressions: OrderedDict = OrderedDict()
         self._sampler_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tabulate_errors: dict[str, str] = {}
         self._check_tables()
 
     # ------------------------------------------------------------------ structure
@@ -254,8 +255,14 @@ class DAG:
             shape[i] = pi.card
             v = torch.arange(pi.card).reshape(shape)
             grid.append(v.to(torch.get_default_dtype()) if pi.bernoulli else v)
-        with torch.no_grad():
-            d = nd(*grid)
+        try:
+            with torch.no_grad():
+                d = nd(*grid)
+        except Exception as exc:  # noqa: BLE001 -- any failure means "not tabulable"
+            # A callable written for batches [N] may reject the grid [card_1, ..., card_m];
+            # the node then counts as non-discrete, and exact inference says why.
+            self._tabulate_errors[name] = f"{type(exc).__name__}: {exc}"
+            return None
         if not isinstance(d, (Bernoulli, Categorical)) or d.event_shape != ():
             return None
         try:
@@ -296,9 +303,11 @@ class DAG:
         out = {}
         for n in names:
             if info[n] is None:
-                raise InferenceError(f"exact inference needs discrete nodes, but {n!r} is not "
-                                     "(continuous, or has a continuous parent); use "
-                                     "log_evidence(..., method='importance')")
+                why = self._tabulate_errors.get(n)
+                why = (f" (calling its conditional on the grid of parent states raised "
+                       f"{why})" if why else " (continuous, or has a continuous parent)")
+                raise InferenceError(f"exact inference needs discrete nodes, but {n!r} is not"
+                                     f"{why}; use log_evidence(..., method='importance')")
             out[n] = info[n].table
         return out
 

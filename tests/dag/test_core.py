@@ -9,6 +9,7 @@ from pyro.infer.inspect import get_model_relations
 from pyro.poutine.util import site_is_subsample
 
 from pgm_lab import DAG, DAGError, cpt, node, read_bif
+from pgm_lab.errors import InferenceError
 
 SEED_SPEC = {
     "a": cpt([], [0.6, 0.4]),
@@ -228,3 +229,17 @@ def test_callable_discrete_conditionals_are_tabulated_for_exact_inference():
     pb1 = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     joint = pa * pb1  # p(a, b = 1)
     torch.testing.assert_close(dag.posterior("a", {"b": 1})["a"], joint / joint.sum())
+
+
+def test_callables_that_reject_the_parent_grid_are_not_discrete_but_still_run():
+    # written for batches [N] only: the grid [2] of parent states makes it fail
+    def b(a):
+        if a.dim() != 1 or a.shape[0] < 3:
+            raise RuntimeError("needs a batch of at least 3 rows")
+        return dist.Bernoulli(0.2 + 0.6 * a)
+
+    dag = DAG({"a": dist.Bernoulli(0.5), "b": b})
+    assert not dag.is_discrete("b")
+    assert dag.sample(5, seed=0)["b"].shape == (5,)
+    with pytest.raises(InferenceError, match="'b' is not.*needs a batch of at least 3 rows"):
+        dag.posterior("a", {"b": 1.0})
