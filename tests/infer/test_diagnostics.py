@@ -1,0 +1,76 @@
+import numpy as np
+import pyro
+import pytest
+import torch
+from pgm_lab.guides import AmortizedNormal
+from pyro.infer.importance import psis_diagnostic, vectorized_importance_weights
+
+from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.infer import (
+    active_units,
+    effective_sample_size,
+    iwae_curve,
+    latent_activity,
+    posterior_means,
+    psis_khat,
+    standard_error,
+)
+from pgm_lab.infer.bounds import _log_weight_chunks
+
+
+def test_psis_khat_matches_pyro_psis_diagnostic_on_the_same_weights(lg, make_shifted_guide):
+    x = lg.sample(1, seed=8)
+    guide = make_shifted_guide(lg, shift=1.5, inflate=0.7)  # heavy-ish tails
+    pyro.set_rng_seed(9)
+    expected = psis_diagnostic(lg.model, guide, x, num_particles=2000, max_plate_nesting=1)
+    pyro.set_rng_seed(9)
+    lw, _, _ = vectorized_importance_weights(lg.model, guide, x, num_samples=2000,
+                                             max_plate_nesting=1)
+    assert float(psis_khat(lw[:, None])[0]) == pytest.approx(expected, rel=1e-12)
+    assert expected > 0.2  # a non-trivial tail
+
+
+def test_streamed_khat_and_ess_equal_the_batch_versions(lg, make_shifted_guide):
+    x = lg.sample(6, seed=10)
+    guide = make_shifted_guide(lg, shift=1.0, inflate=0.8)
+    pyro.set_rng_seed(11)
+    curve = iwae_curve(lg.model, guide, x, ks=(1, 400), chunk_size=37)
+    # The same 400 x 6 weights, collected from the same chunked stream.
+    pyro.set_rng_seed(11)
+    full = torch.cat(list(_log_weight_chunks(lg.model, guide, (x,), {}, num_particles=400,
+                                             chunk_size=37, plate_name="data", progress=False,
+                                             desc="")))
+    torch.testing.assert_close(curve.ess, effective_sample_size(full))
+    torch.testing.assert_close(curve.khat, psis_khat(full))
+    w = np.exp(full.numpy() - full.numpy().max(0))
+    np.testing.assert_allclose(effective_sample_size(full).numpy(),
+                               w.sum(0) ** 2 / (w**2).sum(0), rtol=1e-10)
+
+
+def test_standard_error_and_active_units():
+    v = torch.tensor([1.0, 2.0, 4.0, 7.0], dtype=torch.float64)
+    assert standard_error(v) == pytest.approx(np.std(v.numpy(), ddof=1) / 2)
+    means = torch.stack([torch.linspace(-1, 1, 50), 0.01 * torch.linspace(-1, 1, 50),
+                         torch.zeros(50)], dim=1)
+    torch.testing.assert_close(latent_activity(means), means.var(0))
+    assert active_units(means) == 1  # variances 0.35, 3.5e-5, 0
+    assert active_units(means, threshold=1e-5) == 2
+    with pytest.raises(DataError):
+        standard_error(torch.ones(1))
+    with pytest.raises(DataError):
+        latent_activity(torch.ones(5))
+
+
+def test_posterior_means_exact_for_encoders_and_monte_carlo_otherwise(lg):
+    guide = AmortizedNormal(3, 2, (4,)).double()
+    x = lg.sample(5, seed=12)
+    torch.testing.assert_close(posterior_means(guide, x), guide.encode(x)[0])
+    mc = posterior_means(lg.exact_guide, x, num_samples=20000)
+    torch.testing.assert_close(mc, lg.posterior(x).loc, atol=0.03, rtol=0)  # sd/sqrt(2e4)<0.01
+    with pytest.raises(ConfigError, match="no sample site 'w'"):
+        posterior_means(lg.exact_guide, x, site="w")
+
+
+def test_khat_needs_enough_particles():
+    with pytest.raises(ConfigError, match="num_particles >= 50"):
+        psis_khat(torch.randn(20, 3))
