@@ -104,6 +104,8 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
                 detach_guide: bool = False) -> LogWeights:
     """Split :math:`\\log p(x, z_k) - \\log q(z_k)` into per-data-point and global parts.
 
+    Model latent sites missing from the guide are drawn from their prior when the model is
+    replayed, so their density ratio is 1 and they are left out.
     ``detach_guide=True`` evaluates :math:`\\log q` with the guide's distribution parameters
     detached (the value ``z`` keeps its reparameterization path): the "path derivative" used by
     the STL and DReG estimators (Roeder et al. 2017; Tucker et al. 2019).
@@ -122,6 +124,9 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if sign > 0 and not site["is_observed"] and name not in guide_trace.nodes:
+                # Drawn from its prior during replay: the proposal is the prior, ratio 1.
                 continue
             fn = site["fn"]
             is_guide_latent = sign < 0 and not site["is_observed"]

@@ -157,3 +157,15 @@ def test_nan_log_weights_raise(lg):
     # With Pyro's validation on, the model's Normal already rejects NaN; without it, we do.
     with pyro.validation_enabled(False), pytest.raises(InferenceError, match="NaN"):
         iwae(lg.model, nan_guide, lg.sample(3), num_particles=4)
+
+
+def test_model_latents_missing_from_the_guide_are_proposed_from_their_prior(lg):
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("u", dist.Normal(torch.zeros(x.shape[0], dtype=torch.float64), 1.0))
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=torch.float64),
+                                             1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ lg.W.T + lg.mu, lg.sigma).to_event(1), obs=x)
+
+    x = lg.sample(4, seed=13)
+    torch.testing.assert_close(iwae(model, lg.exact_guide, x, num_particles=7), lg.log_prob(x))
