@@ -13,8 +13,10 @@ factors) and cached per evidence pattern. Before contracting:
 
 - *barren nodes* -- neither queried, observed, nor an ancestor of either -- are dropped: their
   tables sum to one and contribute nothing;
-- for a posterior, factors not connected to the query once evidence is applied are dropped:
-  they only scale ``p(q, e)`` by a constant that normalization removes.
+- for a posterior, factors not connected to the query once evidence is applied are left
+  out of the query's contraction: they only scale ``p(q, e)`` by a constant that
+  normalization removes. They are contracted once more on their own, only to detect
+  evidence of probability zero (a zero constant).
 
 A batch of ``B`` evidence rows (index tensors ``[B]``) is one extra output index: each table
 that mentions an observed variable is gathered to ``[B, ...]`` and the whole batch is one
@@ -170,9 +172,7 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
         query node that is observed gets the one-hot vector of its observed state.
 
     Raises:
-        DAGError: unknown nodes or states, or evidence of probability zero (detected in the
-            factors connected to the query, the only ones contracted; use
-            :func:`log_evidence` to check the evidence as a whole).
+        DAGError: unknown nodes or states, or evidence of probability zero (for any row).
         InferenceError: a relevant node is not discrete.
     """
     queries = [query] if isinstance(query, str) else list(query)
@@ -189,6 +189,7 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
     batch_out = (_BATCH,) if b is not None else ()
     # several queries share intermediate products; for one, sharing is pure overhead
     share = opt_einsum.shared_intermediates() if len(queries) > 1 else contextlib.nullcontext()
+    covered: set[str] = set()
     with share:
         for q in queries:
             card = dag.tables([q])[q].shape[-1]
@@ -196,12 +197,23 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
                 idx = torch.as_tensor(scalar[q]) if q in scalar else batched[q]
                 out[q] = torch.nn.functional.one_hot(idx, card).to(torch.float64)
                 continue
-            comp = _factors(dag, _component(scopes, q), scalar, batched)
+            nodes = _component(scopes, q)
+            covered |= nodes
+            comp = _factors(dag, nodes, scalar, batched)
             comp_batched = any(_BATCH in names for _, names in comp)
             joint = _contract(dag, comp, (_BATCH, q) if comp_batched else (q,))
             if b is not None and not comp_batched:
                 joint = joint.expand(b, card)
             out[q] = _normalize(joint, batch_out)
+    # The factors outside the queries' components only scale p(q, e) by a constant, but a
+    # zero constant means the evidence is impossible: contract them too (to [] or [B]),
+    # unless every entry is positive (then so is the constant).
+    rest = [n for n in keep if n not in covered]
+    factors = _factors(dag, rest, scalar, batched) if observed and rest else []
+    if any(not bool((t > 0).all()) for t, _ in factors):
+        rest_batched = any(_BATCH in names for _, names in factors)
+        _normalize(_contract(dag, factors, batch_out if rest_batched else ()).unsqueeze(-1),
+                   batch_out)
     return out
 
 
@@ -210,8 +222,10 @@ def _normalize(joint: torch.Tensor, batch_out: tuple[str, ...]) -> torch.Tensor:
     if (z <= 0).any():
         rows = torch.nonzero(z.reshape(-1) <= 0).reshape(-1)[:5].tolist()
         where = f" (batch rows {rows})" if batch_out else ""
-        raise DAGError(f"the evidence has probability zero under the network{where}; "
-                       "posteriors are undefined. Check the observed states")
+        raise DAGError(f"expected evidence of positive probability, got evidence of "
+                       f"probability zero under the network{where}, for which posteriors "
+                       "are undefined; try log_evidence(evidence) to find the impossible "
+                       "rows, and check the observed states")
     return joint / z
 
 

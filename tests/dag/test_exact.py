@@ -98,6 +98,11 @@ def test_posterior_and_evidence_match_brute_force_enumeration(net, data):
         pe = sub.sum()
         logz = dag.log_evidence({v: int(t[r]) for v, t in ev.items()})
         torch.testing.assert_close(logz, pe.log(), atol=1e-9, rtol=1e-9)
+        if pe == 0:  # impossible evidence: no posterior, whichever node is queried
+            for q in kept:
+                with pytest.raises(DAGError, match="probability zero"):
+                    dag.posterior(q, {v: int(t[r]) for v, t in ev.items()})
+            continue
         if pe <= 1e-300:
             continue
         for q in kept:
@@ -138,7 +143,9 @@ def test_batched_evidence_is_one_contraction_per_pattern_and_matches_rows():
     ev, free = _random_evidence(dag, gen, rows=500, k=6)
     dag._expressions.clear()
     batched = dag.posterior(free[0], ev)[free[0]]
-    assert len(dag._expressions) == 1
+    # the query's contraction and the zero-evidence check of the factors outside its
+    # component: two contraction expressions for 500 rows, none per row
+    assert len(dag._expressions) <= 2
     assert batched.shape == (500, len(dag.states(free[0])))
     for r in (0, 123, 499):
         row = dag.posterior(free[0], {v: int(t[r]) for v, t in ev.items()})[free[0]]
@@ -183,6 +190,24 @@ def test_evidence_errors_name_the_culprit():
     with pytest.raises(DAGError, match="different lengths"):
         dag.posterior("xray", {"tub": torch.tensor([0, 1]), "smoke": torch.tensor([0, 1, 1])})
     assert dag.log_evidence({"tub": "yes", "either": "no"}) == -math.inf
+
+
+def test_zero_probability_evidence_outside_the_query_component_is_detected():
+    # a is observed, so its factor p(a = 1) = 0 is not connected to the query b
+    dag = DAG({"a": cpt([], [1.0, 0.0]), "b": cpt(["a"], [[0.5, 0.5], [0.5, 0.5]])})
+    with pytest.raises(DAGError, match="probability zero"):
+        dag.posterior("b", {"a": 1})
+    with pytest.raises(DAGError, match="probability zero"):
+        dag.posterior("a", {"a": 1})  # an observed query is one-hot only for possible evidence
+    with pytest.raises(DAGError, match="probability zero under the network \\(batch rows \\[1\\]"):
+        dag.posterior("b", {"a": torch.tensor([0, 1, 0])})
+    torch.testing.assert_close(dag.posterior("b", {"a": torch.tensor([0, 0])})["b"],
+                               torch.full((2, 2), 0.5, dtype=torch.float64))
+    # evidence contradicting an intervention is impossible too
+    done = read_bif("asia").do({"either": "yes"})
+    with pytest.raises(DAGError, match="probability zero"):
+        done.posterior("lung", {"either": "no"})
+    assert done.log_evidence({"either": "no"}) == -math.inf
 
 
 def test_contractions_too_large_for_memory_are_refused(monkeypatch):
