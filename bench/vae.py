@@ -5,7 +5,8 @@ every contender alike:
 
 1. One SVI step of ``pgm_lab.models.VAE`` + ``pgm_lab.guides.AmortizedNormal`` (784-400-20,
    Bernoulli, batch 128) with Pyro's ``Trace_ELBO`` and with ``pgm_lab.infer.IWAE(1)``, against
-   a hand-written pure-PyTorch VAE step with the same networks, loss and Adam.
+   a hand-written pure-PyTorch VAE step with the same networks, loss and Adam. For reference,
+   also Pyro's compiled ``JitTrace_ELBO`` and our loss with one ``torch.optim.Adam`` (no SVI).
 2. One IWAE K=50 training step: ``IWAE(50)`` (standard and DReG) against Pyro's
    ``RenyiELBO(alpha=0, num_particles=50, vectorize_particles=True)`` and pure PyTorch.
 3. IWAE-5000 evaluation of the whole digits test set (360 images, the compare-bounds VAE
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from pgm_lab.guides import AmortizedNormal
 from pgm_lab.models import VAE
-from pyro.infer import SVI, RenyiELBO, Trace_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO
 from pyro.nn import PyroModule
 from torch import nn
 
@@ -161,10 +163,13 @@ def bench_steps(rounds: int) -> list[dict]:
         "Trace_ELBO": _pyro_step(Trace_ELBO()),
         "IWAE(1)": _pyro_step(IWAE(1)),
         "IWAE(1) + torch Adam": _pyro_loss_torch_adam(IWAE(1)),
+        "JitTrace_ELBO": _pyro_step(JitTrace_ELBO(ignore_jit_warnings=True)),
     }, rounds, reps=3)
     for ours in ("Trace_ELBO", "IWAE(1)"):
         rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch", ours,
                          f"VAE + {ours}"))
+    rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
+                     "JitTrace_ELBO", "VAE + Pyro's JitTrace_ELBO (compiled)"))
     rows.append(_row(f"step without SVI, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
                      "IWAE(1) + torch Adam", "VAE + IWAE(1).differentiable_loss + torch Adam"))
     k50 = _time_steps({
@@ -266,6 +271,9 @@ def main() -> None:
     parser.add_argument("--eval-worker", choices=["ours", "torch"], default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # JitTrace_ELBO
+    warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated",
+                            category=FutureWarning)
     if args.eval_worker:
         print(json.dumps(_eval_worker(args.eval_worker, args.k)))
         return
