@@ -437,7 +437,7 @@ class DAG:
         values: dict[str, torch.Tensor] = {}
         with pyro.plate("data", n):
             for name in self.nodes:
-                d = self._spec[name](*[values[p] for p in self._parents[name]])
+                d = self._conditional(name, values)
                 o = obs.get(name)
                 if o is not None and o.dim() == 0:
                     o = o.expand(n)
@@ -453,6 +453,15 @@ class DAG:
             raise DAGError(f"observed values have different lengths {sorted(sizes)}; expected "
                            "one batch size B for every tensor")
         return sizes.pop() if sizes else 1
+
+    def _conditional(self, name: str, values: Mapping[str, torch.Tensor]) -> Distribution:
+        """The distribution of ``name`` given its parents' ``values`` (checked to be one)."""
+        d = self._spec[name](*[values[p] for p in self._parents[name]])
+        if not isinstance(d, Distribution):
+            raise DAGError(f"node {name!r}: expected its conditional to return a "
+                           f"torch/Pyro Distribution, got {type(d).__name__}; try returning "
+                           "e.g. dist.Normal(loc, scale)")
+        return d
 
     # ------------------------------------------------------------------ sampling
     def _cdf(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,7 +494,7 @@ class DAG:
             for col in cdf:
                 idx.add_(u >= col.index_select(0, flat))
             return idx.reshape(shape)
-        d = nd(*pvals)
+        d = self._conditional(name, values)
         bs = torch.broadcast_shapes(d.batch_shape, shape)
         return (d.expand(bs) if d.batch_shape != bs else d).sample()
 
@@ -500,7 +509,7 @@ class DAG:
         for name in self.nodes:
             if name in observed:
                 v = observed[name]
-                d = self._spec[name](*[values[p] for p in self._parents[name]])
+                d = self._conditional(name, values)
                 lp = d.log_prob(v)
                 log_w = log_w + lp.to(torch.float64)
                 values[name] = v.expand(shape + tuple(d.event_shape))
@@ -554,7 +563,7 @@ class DAG:
         vals = {k: self._to_value(k, self._to_index(k, values[k])) for k in self.nodes}
         total = 0.0
         for name in self.nodes:
-            d = self._spec[name](*[vals[p] for p in self._parents[name]])
+            d = self._conditional(name, vals)
             total = total + d.log_prob(vals[name])
         return torch.as_tensor(total)
 

@@ -42,6 +42,7 @@ class Node:
     keywords: bool = False
 
     def __call__(self, *values: torch.Tensor) -> Distribution:
+        """The distribution of the node given parent values (in :attr:`parents` order)."""
         if self.root is not None:
             return self.root
         if self.keywords:
@@ -164,6 +165,10 @@ def as_node(name: str, value: object) -> Node | CPT:
     if isinstance(value, (Node, CPT)):
         return value
     if isinstance(value, Distribution):
+        if value.batch_shape != ():
+            raise DAGError(f"node {name!r}: expected a root distribution with batch_shape (), "
+                           f"got batch_shape {tuple(value.batch_shape)} (the plate 'data' "
+                           "adds the batch); try .to_event(1) for a vector-valued node")
         return Node((), lambda: value, root=value)
     if callable(value):
         try:
@@ -174,8 +179,16 @@ def as_node(name: str, value: object) -> Node | CPT:
         names = []
         for p in sig.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise DAGError(f"node {name!r}: a callable with *args/**kwargs has no named "
-                               "parents; use node(fn, parents=[...])")
+                raise DAGError(f"node {name!r}: expected a callable whose argument names are "
+                               f"its parents, got one with {str(p)}; try "
+                               "node(fn, parents=[...])")
+            if p.default is not p.empty:
+                # as TFP's JointDistributionNamed: arguments with defaults are not parents
+                continue
+            if p.kind is p.POSITIONAL_ONLY:
+                raise DAGError(f"node {name!r}: parents are passed by keyword, got the "
+                               f"positional-only argument {p.name!r}; try "
+                               "node(fn, parents=[...])")
             names.append(p.name)
         return Node(tuple(names), value, keywords=True)
     raise DAGError(f"node {name!r}: expected a Distribution, a callable returning one, "

@@ -75,7 +75,7 @@ def test_cpt_shape_and_normalization_errors_name_the_culprit():
         DAG({"y": dist.Normal(0.0, 1.0), "b": cpt(["y"], [[0.5, 0.5]])})
     with pytest.raises(DAGError, match="expected a Distribution"):
         DAG({"a": 3.0})
-    with pytest.raises(DAGError, match="use node\\(fn, parents"):
+    with pytest.raises(DAGError, match="try node\\(fn, parents"):
         DAG({"a": lambda *xs: dist.Normal(0.0, 1.0)})
 
 
@@ -243,3 +243,34 @@ def test_callables_that_reject_the_parent_grid_are_not_discrete_but_still_run():
     assert dag.sample(5, seed=0)["b"].shape == (5,)
     with pytest.raises(InferenceError, match="'b' is not.*needs a batch of at least 3 rows"):
         dag.posterior("a", {"b": 1.0})
+
+
+def test_spec_entries_are_validated_with_clear_errors():
+    # arguments with defaults are settings, not parents (as TFP's JointDistributionNamed)
+    dag = DAG({"a": dist.Normal(0.0, 1.0), "b": lambda a, scale=0.5: dist.Normal(a, scale)})
+    assert dag.parents("b") == ("a",)
+    s = dag.sample(3, seed=0)
+    torch.testing.assert_close(dag.log_prob(s), dist.Normal(0.0, 1.0).log_prob(s["a"])
+                               + dist.Normal(s["a"], 0.5).log_prob(s["b"]))
+
+    def positional_only(a, /):
+        return dist.Normal(a, 1.0)
+
+    with pytest.raises(DAGError, match="node 'b': parents are passed by keyword.*'a'.*try node"):
+        DAG({"a": dist.Normal(0.0, 1.0), "b": positional_only})
+    with pytest.raises(DAGError, match="got one with \\*\\*kw; try node\\(fn, parents"):
+        DAG({"a": lambda **kw: dist.Normal(0.0, 1.0)})
+    # a conditional must return a distribution, whichever method calls it
+    bad = DAG({"a": dist.Normal(0.0, 1.0), "b": lambda a: a + 1.0})
+    msg = "node 'b': expected its conditional to return a torch/Pyro Distribution, got Tensor"
+    for call in (lambda: bad.sample(2), lambda: bad.log_prob({"a": [0.0], "b": [1.0]}),
+                 lambda: pyro.poutine.trace(bad.model).get_trace(size=2),
+                 lambda: bad.log_evidence({"b": 1.0}, method="importance", num_samples=5)):
+        with pytest.raises(DAGError, match=msg):
+            call()
+    # a root with a batch shape would silently fight the plate "data"
+    with pytest.raises(DAGError, match="expected a root distribution with batch_shape \\(\\), "
+                                       "got batch_shape \\(2,\\).*to_event"):
+        DAG({"a": dist.Bernoulli(torch.tensor([0.3, 0.4]))})
+    vec = DAG({"a": dist.Bernoulli(torch.tensor([0.3, 0.4])).to_event(1)})
+    assert vec.sample(5, seed=0)["a"].shape == (5, 2)
