@@ -11,6 +11,7 @@ the nodes is derived by topological sort. Instances are immutable: :meth:`DAG.co
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -329,7 +330,7 @@ class DAG:
         if info is None:
             if isinstance(value, str):
                 raise DAGError(f"node {name!r} is continuous; got the state name {value!r}")
-            return torch.as_tensor(value, dtype=torch.get_default_dtype())
+            return _as_tensor(name, value, torch.get_default_dtype())
         if isinstance(value, str) or (isinstance(value, (list, tuple)) and value
                                       and all(isinstance(v, str) for v in value)):
             names = [value] if isinstance(value, str) else list(value)
@@ -341,7 +342,7 @@ class DAG:
                 idx.append(info.states.index(s))
             t = torch.tensor(idx)
             return t[0] if isinstance(value, str) else t
-        t = torch.as_tensor(value)
+        t = _as_tensor(name, value, None)
         if t.is_floating_point():
             if not torch.equal(t, t.round()):
                 raise DAGError(f"node {name!r} is discrete; expected state indices or names, "
@@ -534,8 +535,7 @@ class DAG:
             dict ``name -> tensor [n, *event_shape]``; discrete nodes give state indices
             (float ``0.``/``1.`` for Bernoulli nodes).
         """
-        if not isinstance(n, int) or n < 1:
-            raise DAGError(f"n must be a positive int, got {n!r}")
+        n = _positive_int(n, "n")
         obs = {k: self._to_value(k, v) for k, v in self._evidence.items()}
         bad = [k for k, v in obs.items() if v.dim() > 0 and v.shape[0] not in (1, n)]
         if bad:
@@ -643,6 +643,25 @@ class DAG:
         from .render import render
 
         return render(self, filename, format=format)
+
+
+def _as_tensor(name: str, value: Any, dtype: torch.dtype | None) -> torch.Tensor:
+    try:
+        return torch.as_tensor(value, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DAGError(f"node {name!r}: expected a state name, an index or a tensor of "
+                       f"them, got {value!r} ({exc}); try e.g. torch.tensor([0, 1])") from exc
+
+
+def _positive_int(value: Any, what: str) -> int:
+    """``value`` as a Python int >= 1 (numpy/torch integer scalars accepted, bools not)."""
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        n = None
+    if n is None or n < 1:
+        raise DAGError(f"{what} must be a positive int, got {value!r}; try {what}=1000")
+    return n
 
 
 class _rng:

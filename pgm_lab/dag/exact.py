@@ -175,9 +175,12 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
         DAGError: unknown nodes or states, or evidence of probability zero (for any row).
         InferenceError: a relevant node is not discrete.
     """
-    queries = [query] if isinstance(query, str) else list(query)
-    if not queries:
-        raise DAGError("query must name at least one node")
+    queries = [query] if isinstance(query, str) else (
+        list(query) if isinstance(query, Iterable) else None)
+    if not queries or not all(isinstance(q, str) for q in queries):
+        raise DAGError(f"expected a query node name or a non-empty list of names, got "
+                       f"{query!r}; try posterior('lung') or posterior(['lung', 'bronc'])")
+    queries = list(dict.fromkeys(queries))  # a node queried twice is computed once
     for q in queries:
         dag._check_name(q)
     scalar, batched, b = _evidence(dag, evidence)

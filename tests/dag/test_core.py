@@ -274,3 +274,28 @@ def test_spec_entries_are_validated_with_clear_errors():
         DAG({"a": dist.Bernoulli(torch.tensor([0.3, 0.4]))})
     vec = DAG({"a": dist.Bernoulli(torch.tensor([0.3, 0.4])).to_event(1)})
     assert vec.sample(5, seed=0)["a"].shape == (5, 2)
+
+
+def test_sample_sizes_and_evidence_values_are_validated():
+    dag = read_bif("asia")
+    assert dag.sample(np_int(3), seed=0)["lung"].shape == (3,)
+    assert dag.sample(torch.tensor(2), seed=0)["lung"].shape == (2,)
+    for bad in (0, -5, True, 2.5, "10"):
+        with pytest.raises(DAGError, match="n must be a positive int, got"):
+            dag.sample(bad)
+    for bad in (None, ["yes", 1], object()):
+        with pytest.raises(DAGError, match="node 'xray': expected a state name, an index"):
+            dag.posterior("lung", {"xray": bad})
+    with pytest.raises(DAGError, match="node 'a': expected a state name"):
+        DAG({"a": dist.Normal(0.0, 1.0)}).condition({"a": None})
+    for bad in (3, None, [], ["lung", 3]):
+        with pytest.raises(DAGError, match="expected a query node name or a non-empty list"):
+            dag.posterior(bad)
+    both = dag.posterior(("lung", "lung", "smoke"))
+    assert list(both) == ["lung", "smoke"]
+
+
+def np_int(n):
+    import numpy as np
+
+    return np.int64(n)
