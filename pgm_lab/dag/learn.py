@@ -124,8 +124,9 @@ def _columns(dag: DAG, data: Mapping[str, Any], names: list[str]) -> dict[str, t
 def _alpha(pseudo_count: Any, name: str) -> torch.Tensor:
     alpha = pseudo_count.get(name, 0.0) if isinstance(pseudo_count, Mapping) else pseudo_count
     alpha = torch.as_tensor(alpha, dtype=torch.float64)
-    if (alpha < 0).any():
-        raise ConfigError(f"pseudo_count must be >= 0, got {alpha}")
+    if not bool(((alpha >= 0) & torch.isfinite(alpha)).all()):
+        raise ConfigError(f"expected a finite pseudo_count >= 0, got {alpha}; try "
+                          "pseudo_count=1.0 (Laplace smoothing)")
     return alpha
 
 

@@ -55,8 +55,10 @@ def test_dirichlet_pseudo_counts_and_unseen_configurations():
     torch.testing.assert_close(bayes.tables()["b"][0], torch.tensor([2 / 5, 3 / 5], dtype=f64))
     with pytest.raises(DAGError, match="missing \\['b'\\]"):
         dag.fit({"a": data["a"], "r": data["r"]}, method="counts")
-    with pytest.raises(ConfigError, match="pseudo_count must be >= 0"):
+    with pytest.raises(ConfigError, match="expected a finite pseudo_count >= 0"):
         dag.fit(data, pseudo_count=-1.0)
+    with pytest.raises(ConfigError, match="expected a finite pseudo_count >= 0"):
+        dag.fit(data, pseudo_count=float("nan"))  # was silently uniform tables
     with pytest.raises(DAGError, match="unknown node 'c'"):
         dag.fit({"c": data["a"]})
 
