@@ -55,6 +55,7 @@ def _evidence(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from ..dag import read_bif
     from ..dag.render import to_text
+    from ..errors import ConfigError
 
     if args.action is None:
         args._parser.print_help()
@@ -94,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dict(zip(dag.nodes, r)) for r in rows]))
         return 0
-    f = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        f = open(args.out, "w", newline="") if args.out else sys.stdout
+    except OSError as exc:
+        raise ConfigError(f"expected a writable --out path, got {args.out!r} "
+                          f"({exc.strerror}); try --out samples.csv") from exc
     try:
         w = csv.writer(f)
         w.writerow(dag.nodes)

@@ -54,3 +54,13 @@ def test_bad_input_gives_error_exit_code(capsys):
     assert main(["bn", "info", "alarn"]) == 1
     assert "did you mean 'alarm'" in capsys.readouterr().err
     assert main(["bn"]) == 0
+
+
+def test_unwritable_output_and_impossible_evidence_are_errors_not_tracebacks(tmp_path, capsys):
+    assert main(["bn", "sample", "asia", "--out", str(tmp_path / "missing" / "s.csv")]) == 1
+    assert "expected a writable --out path" in capsys.readouterr().err
+    # either = lung OR tub: either=no with lung=yes is impossible
+    assert main(["bn", "query", "asia", "lung", "-e", "either=no", "-e", "lung=yes"]) == 1
+    assert "probability zero" in capsys.readouterr().err
+    assert main(["bn", "sample", "asia", "-n", "0"]) == 1
+    assert "positive int" in capsys.readouterr().err
