@@ -53,9 +53,15 @@ __all__ = ["fit", "learnable_by_counts"]
 
 
 def learnable_by_counts(dag: DAG) -> list[str]:
-    """Nodes whose table :func:`fit` re-estimates in closed form (CPTs, discrete roots)."""
+    """Nodes whose table :func:`fit` re-estimates in closed form (CPTs, discrete roots).
+
+    Intervened nodes (:meth:`~pgm_lab.dag.DAG.do`) are constants, not learned: their one-hot
+    tables are kept.
+    """
     out = []
     for n in dag.nodes:
+        if n in dag._interventions:
+            continue
         nd = dag.spec[n]
         if isinstance(nd, CPT) or (isinstance(nd, Node) and nd.root is not None
                                    and dag._static_discrete(n) is not None):
@@ -100,7 +106,7 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     if method == "auto":
         # all-table networks have no Pyro parameters for SVI to train: counts (which needs
         # complete data and says so); anything with callables: SVI
-        method = "counts" if set(learnable_by_counts(dag)) == set(dag.nodes) else "svi"
+        method = "counts" if _all_tables(dag) else "svi"
     if method == "counts":
         return _fit_counts(dag, data, pseudo_count)
     if method == "em":
@@ -110,6 +116,11 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
             raise ConfigError("pseudo_count applies to method='counts' only")
         return _fit_svi(dag, data, guide, svi_kwargs)
     raise ConfigError(f"method must be 'auto', 'counts', 'em' or 'svi', got {method!r}")
+
+
+def _all_tables(dag: DAG) -> bool:
+    """Every node is learnable by counts or fixed by an intervention."""
+    return set(learnable_by_counts(dag)) | set(dag._interventions) == set(dag.nodes)
 
 
 def _columns(dag: DAG, data: Mapping[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
@@ -194,7 +205,7 @@ def _expected_counts(dag: DAG, n: str, cols: Mapping[str, torch.Tensor]) -> torc
 def _fit_em(dag: DAG, data: Mapping[str, Any], pseudo_count: Any, max_iter: int,
             tol: float) -> DAG:
     learn = learnable_by_counts(dag)
-    if set(learn) != set(dag.nodes) or dag._evidence:
+    if not _all_tables(dag) or dag._evidence:
         raise ConfigError("method='em' needs an unconditioned network of tables (CPTs and "
                           "discrete roots); use method='svi' for other conditionals")
     cols = _columns(dag, data, [n for n in dag.nodes if n in data])

@@ -205,3 +205,21 @@ def test_em_increases_the_likelihood_and_reduces_to_counts_on_complete_data():
     assert ll[-1] > ll[0]
     with pytest.raises(ConfigError, match="method='em' needs"):
         DAG({"a": dist.Normal(0.0, 1.0)}).fit({"a": torch.zeros(3)}, method="em")
+
+
+def test_intervened_nodes_keep_their_one_hot_tables_when_fitting():
+    asia = read_bif("asia")
+    data = asia.sample(500, seed=2)
+    done = asia.do({"smoke": "no"})
+    one_hot = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for method in ("auto", "counts"):  # observational data: smoke is "yes" in some rows
+        fitted = done.fit(data, method=method)
+        torch.testing.assert_close(fitted.tables(["smoke"])["smoke"], one_hot)
+        assert torch.all(fitted.sample(50, seed=0)["smoke"] == 1)
+    hidden = {k: v for k, v in done.sample(200, seed=3).items() if k != "lung"}
+    torch.testing.assert_close(done.fit(hidden, method="em", max_iter=3).tables(["smoke"])
+                               ["smoke"], one_hot)
+    # the other tables are still learned from the data
+    counts = done.fit(data)
+    torch.testing.assert_close(counts.tables(["dysp"])["dysp"],
+                               asia.fit(data).tables(["dysp"])["dysp"])
