@@ -38,14 +38,14 @@ import pyro
 import pyro.optim
 import torch
 import torch.nn.functional as F
-from pgm_lab.guides import AmortizedNormal
-from pgm_lab.models import VAE
 from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO
 from pyro.nn import PyroModule
 from torch import nn
 
 from pgm_lab.data import load_dataset
+from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE, iwae
+from pgm_lab.models import VAE
 
 HERE = Path(__file__).parent
 X_DIM, H_DIM, Z_DIM, BATCH = 784, 400, 20, 128

@@ -144,6 +144,7 @@ def test_resume_from_garbage_checkpoint_raises(tmp_path):
         ({"batch_size": 0}, ConfigError, "batch_size"),
         ({"resume": True}, ConfigError, "checkpoint"),
         ({"device": "tpu9"}, ConfigError, "device"),
+        ({"num_threads": 0}, ConfigError, "num_threads"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
@@ -214,3 +215,38 @@ def test_transform_uses_the_seeded_generator():
     assert all(torch.equal(a, b) for a, b in zip(first, second))  # reproducible
     assert not all(torch.equal(first[0], b) for b in first[1:])   # resampled per batch
     assert all(set(b.unique().tolist()) <= {0.0, 1.0} for b in first)
+
+
+def test_num_threads_applies_during_training_and_is_restored():
+    before = torch.get_num_threads()
+    seen = []
+
+    def model(x):
+        seen.append(torch.get_num_threads())
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    fit(model, None, torch.randn(8), epochs=1, batch_size=8, device="cpu", progress=False,
+        num_threads=1)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_resume_materializes_params_on_transformed_data(tmp_path):
+    from pgm_lab.data import dynamic_binarize
+
+    seen = []
+
+    def model(x):
+        seen.append(x.clone())
+        p = pyro.param("p", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Bernoulli(p).expand([x.shape[0], 3]).to_event(1), obs=x)
+
+    x = torch.full((8, 3), 0.5)
+    kw = dict(batch_size=4, device="cpu", progress=False, transform=dynamic_binarize,
+              checkpoint=tmp_path / "c.pt")
+    fit(model, None, x, epochs=1, **kw)
+    pyro.clear_param_store()
+    fit(model, None, x, epochs=2, resume=True, **kw)
+    assert all(set(b.unique().tolist()) <= {0.0, 1.0} for b in seen)

@@ -2,9 +2,9 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from pgm_lab.guides import AmortizedNormal
 
 from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.guides import AmortizedNormal
 
 
 @pytest.mark.parametrize("transform", ["softplus", "exp"])

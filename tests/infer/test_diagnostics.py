@@ -2,10 +2,10 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pgm_lab.guides import AmortizedNormal
 from pyro.infer.importance import psis_diagnostic, vectorized_importance_weights
 
 from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import (
     active_units,
     effective_sample_size,

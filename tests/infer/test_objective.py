@@ -4,12 +4,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pgm_lab.guides import AmortizedNormal
-from pgm_lab.models import VAE
 from pyro.infer import Trace_ELBO
 
 from pgm_lab.errors import ConfigError, InferenceError
+from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE, iwae
+from pgm_lab.models import VAE
 from pgm_lab.train import scale_plate
 
 

@@ -2,10 +2,10 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pgm_lab.models import LinearGaussian
 from sklearn.decomposition import PCA
 
 from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.models import LinearGaussian
 
 W = torch.tensor([[1.0, 0.5], [-0.3, 2.0], [0.7, -1.0], [0.2, 0.1]], dtype=torch.float64)
 MU = torch.tensor([0.1, -0.2, 0.3, 1.0], dtype=torch.float64)

@@ -2,11 +2,11 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from pgm_lab.guides import AmortizedNormal
-from pgm_lab.models import VAE
 
 from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE, iwae_curve
+from pgm_lab.models import VAE
 
 
 def _traces(vae, guide, x):
