@@ -372,17 +372,35 @@ class DAG:
 
         Values are state names, indices or tensors ``[B]`` (discrete), or tensors
         (continuous). Evidence of this DAG and the new one are merged.
+
+        Raises:
+            DAGError: unknown nodes or states, a node that is intervened on, or a node already
+                observed with a different value.
         """
         if not isinstance(evidence, Mapping):
             raise DAGError(f"evidence must be a mapping name -> value, got "
                            f"{type(evidence).__name__}")
-        new = self._derive(self._spec)
-        for k, v in evidence.items():
+        for k in evidence:
             if k in self._interventions:
                 raise DAGError(f"node {k!r} is intervened on (do); it cannot also be observed")
-            new._evidence[k] = self._to_index(k, v)
+        new = self._derive(self._spec)
+        new._evidence = self._merge_evidence(evidence)
         new._discrete_cache = self._discrete_cache
         return new
+
+    def _merge_evidence(self, evidence: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+        """This DAG's evidence plus ``evidence`` (as indices); a node observed twice must have
+        the same value both times."""
+        merged = dict(self._evidence)
+        for k, v in (evidence or {}).items():
+            idx = self._to_index(k, v)
+            old = merged.get(k)
+            if old is not None and not (old.shape == idx.shape and torch.equal(old, idx)):
+                raise DAGError(f"node {k!r} is already observed (condition) with value "
+                               f"{_short(old)}; expected new evidence to agree, got "
+                               f"{_short(idx)}; try conditioning the unconditioned DAG")
+            merged[k] = idx
+        return merged
 
     def do(self, interventions: Mapping[str, Any]) -> DAG:
         """A new DAG where each intervened node is set to a constant, cutting incoming edges.
@@ -578,7 +596,8 @@ class DAG:
         Args:
             query: a node name or a list of names (discrete nodes).
             evidence: ``name -> value`` with a state name, a state index, or an index tensor
-                ``[B]`` (one batch size ``B`` for all tensors); merged with :attr:`evidence`.
+                ``[B]`` (one batch size ``B`` for all tensors); merged with :attr:`evidence`
+                (a node observed in both must have the same value in both).
 
         Returns:
             dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence).
@@ -643,6 +662,14 @@ class DAG:
         from .render import render
 
         return render(self, filename, format=format)
+
+
+def _short(t: torch.Tensor) -> str:
+    """A tensor's values for a message (the first five of a batch)."""
+    if t.dim() == 0:
+        return str(t.item())
+    more = ", ..." if t.numel() > 5 else ""
+    return f"{str(t.flatten()[:5].tolist())[:-1]}{more}] (shape {tuple(t.shape)})"
 
 
 def _as_tensor(name: str, value: Any, dtype: torch.dtype | None) -> torch.Tensor:

@@ -57,13 +57,10 @@ _BATCH = "__batch__"
 def _evidence(dag: DAG, evidence: Mapping[str, Any] | None
               ) -> tuple[dict[str, int], dict[str, torch.Tensor], int | None]:
     """Split evidence into scalar indices and batched index tensors ``[B]``."""
-    merged = dict(dag._evidence)
-    if evidence is not None:
-        if not isinstance(evidence, Mapping):
-            raise DAGError(f"evidence must be a mapping name -> state, got "
-                           f"{type(evidence).__name__}; try {{'node': 'state'}}")
-        for k, v in evidence.items():
-            merged[k] = dag._to_index(k, v)
+    if evidence is not None and not isinstance(evidence, Mapping):
+        raise DAGError(f"evidence must be a mapping name -> state, got "
+                       f"{type(evidence).__name__}; try {{'node': 'state'}}")
+    merged = dag._merge_evidence(evidence)
     dag.tables(merged)  # every observed node must be discrete
     scalar: dict[str, int] = {}
     batched: dict[str, torch.Tensor] = {}

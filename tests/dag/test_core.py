@@ -299,3 +299,21 @@ def np_int(n):
     import numpy as np
 
     return np.int64(n)
+
+
+def test_conflicting_evidence_is_an_error_not_a_silent_override():
+    asia = read_bif("asia")
+    cond = asia.condition({"smoke": "yes"})
+    msg = "node 'smoke' is already observed \\(condition\\) with value 0; expected new evidence"
+    with pytest.raises(DAGError, match=msg):
+        cond.posterior("lung", {"smoke": "no"})
+    with pytest.raises(DAGError, match=msg):
+        cond.log_evidence({"smoke": 1})
+    with pytest.raises(DAGError, match=msg):
+        cond.condition({"smoke": "no"})
+    with pytest.raises(DAGError, match=msg):
+        cond.log_evidence({"smoke": "no"}, method="importance", num_samples=10)
+    # repeating the same observation is fine
+    torch.testing.assert_close(cond.posterior("lung", {"smoke": 0})["lung"],
+                               asia.posterior("lung", {"smoke": "yes"})["lung"])
+    assert int(cond.condition({"smoke": "yes", "xray": "no"}).evidence["smoke"]) == 0
