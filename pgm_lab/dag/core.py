@@ -108,6 +108,7 @@ class DAG:
         self._expressions: OrderedDict = OrderedDict()
         self._sampler_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tabulate_errors: dict[str, str] = {}
+        self._event_dims: dict[str, int] | None = None
         self._check_tables()
 
     # ------------------------------------------------------------------ structure
@@ -442,30 +443,54 @@ class DAG:
         """The DAG as a Pyro program: one sample site per node inside ``plate("data")``.
 
         Args:
-            data: extra observed values ``name -> tensor [N]`` (added to :attr:`evidence`).
+            data: extra observed values ``name -> tensor [N, *event_shape]`` (merged with
+                :attr:`evidence`; a value of the node's event shape is one row, broadcast
+                over the plate).
             size: plate size when nothing observed sets it (default 1).
 
         Returns:
             dict ``name -> value`` of every node (observed or sampled).
         """
-        obs = dict(self._evidence)
-        for k, v in (data or {}).items():
-            obs[k] = self._to_index(k, v)
-        obs = {k: self._to_value(k, v) for k, v in obs.items()}
+        obs = {k: self._to_value(k, v) for k, v in self._merge_evidence(data).items()}
         n = self._plate_size(obs, size)
         values: dict[str, torch.Tensor] = {}
         with pyro.plate("data", n):
             for name in self.nodes:
                 d = self._conditional(name, values)
                 o = obs.get(name)
-                if o is not None and o.dim() == 0:
-                    o = o.expand(n)
+                if o is not None and o.dim() == self._event_dim(name):
+                    o = o.expand(n, *o.shape)
                 values[name] = pyro.sample(name, d, obs=o)
         return values
 
-    @staticmethod
-    def _plate_size(obs: Mapping[str, torch.Tensor], size: int | None) -> int:
-        sizes = {int(v.shape[0]) for v in obs.values() if v.dim() > 0}
+    def _event_dim(self, name: str) -> int:
+        """Number of event dimensions of ``name``'s values (0 for scalar nodes)."""
+        nd = self._spec[name]
+        if isinstance(nd, CPT):
+            return 0
+        if nd.root is not None:
+            return len(nd.root.event_shape)
+        if self._event_dims is None:
+            # A callable's event shape is only known from the distribution it returns: run
+            # one prior draw (forked RNG, no gradients). Nodes after a failing call keep 0.
+            dims: dict[str, int] = {}
+            values: dict[str, torch.Tensor] = {}
+            try:
+                with torch.no_grad(), _rng(0):
+                    for n in self.nodes:
+                        dims[n] = len(self._conditional(n, values).event_shape)
+                        values[n] = self._sample_node(n, values, (1,))
+            except Exception:  # noqa: BLE001 -- e.g. callables written for larger batches
+                pass
+            self._event_dims = dims
+        return self._event_dims.get(name, 0)
+
+    def _batch_sizes(self, obs: Mapping[str, torch.Tensor]) -> set[int]:
+        """Leading (batch) sizes of observed values that have more dims than their events."""
+        return {int(v.shape[0]) for k, v in obs.items() if v.dim() > self._event_dim(k)}
+
+    def _plate_size(self, obs: Mapping[str, torch.Tensor], size: int | None) -> int:
+        sizes = self._batch_sizes(obs)
         if size is not None:
             sizes.add(int(size))
         if len(sizes) > 1:
@@ -555,7 +580,8 @@ class DAG:
         """
         n = _positive_int(n, "n")
         obs = {k: self._to_value(k, v) for k, v in self._evidence.items()}
-        bad = [k for k, v in obs.items() if v.dim() > 0 and v.shape[0] not in (1, n)]
+        bad = [k for k, v in obs.items()
+               if v.dim() > self._event_dim(k) and v.shape[0] not in (1, n)]
         if bad:
             raise DAGError(f"evidence on {bad} has a batch size different from n={n}")
         with torch.no_grad(), _rng(seed):

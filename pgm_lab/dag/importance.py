@@ -98,7 +98,7 @@ def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None,
     if not cond._evidence:
         raise DAGError("importance sampling needs evidence (at least one observed node)")
     obs = {k: cond._to_value(k, v) for k, v in cond._evidence.items()}
-    sizes = {int(v.shape[0]) for v in obs.values() if v.dim() > 0}
+    sizes = cond._batch_sizes(obs)
     if len(sizes) > 1:
         raise DAGError(f"batched evidence tensors have different lengths {sorted(sizes)}")
     b = sizes.pop() if sizes else None

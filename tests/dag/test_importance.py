@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pgm_lab.dag import DAG, ImportanceResult, read_bif
+from pgm_lab.dag import DAG, ImportanceResult, cpt, read_bif
 from pgm_lab.errors import ConfigError, DAGError
 
 Z = 3.0  # |estimate - exact| / stderr
@@ -80,3 +80,31 @@ def test_importance_errors():
 
     with pytest.raises(DAGError, match="does not sample \\['b'\\]"):
         dag.log_evidence({"c": 0.0}, method="importance", guide=partial_guide, num_samples=10)
+
+
+def test_vector_valued_evidence_is_one_row_not_a_batch():
+    # x | z ~ N(z * mu, I_2): one observation x [2] is one evidence row (event shape [2])
+    mu = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    dag = DAG({"z": cpt([], [0.3, 0.7]),
+               "x": lambda z: dist.Normal(z.unsqueeze(-1).double() * mu, 1.0).to_event(1)})
+    x = torch.tensor([0.8, -0.5], dtype=torch.float64)
+
+    def exact(x):
+        lik = torch.stack([dist.Normal(z * mu, 1.0).to_event(1).log_prob(x) for z in (0, 1)])
+        return torch.logsumexp(lik + torch.tensor([0.3, 0.7]).log().double(), 0)
+
+    res = dag.log_evidence({"x": x}, method="importance", num_samples=4000, seed=0,
+                           return_info=True)
+    assert res.log_evidence.shape == ()
+    assert abs(float(res.log_evidence - exact(x))) / float(res.stderr) < Z
+    both = dag.log_evidence({"x": torch.stack([x, -x])}, method="importance",
+                            num_samples=10, seed=0)
+    assert both.shape == (2,)
+    # the Pyro program observes one row, not one per coordinate
+    cond = dag.condition({"x": x})
+    tr = pyro.poutine.trace(cond.model).get_trace()
+    assert tr.nodes["x"]["value"].shape == (1, 2)
+    z = tr.nodes["z"]["value"]
+    expected = dag.log_prob({"z": z, "x": x.unsqueeze(0)}).sum()
+    torch.testing.assert_close(tr.log_prob_sum().double(), expected.double())
+    assert cond.sample(3, seed=0)["x"].shape == (3, 2)
