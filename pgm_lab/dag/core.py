@@ -432,6 +432,11 @@ class DAG:
                 else:
                     spec[k] = CPT((), table, info[k].states)
             else:
+                if idx.dim() != self._event_dim(k):
+                    raise DAGError(f"do({k!r}=...) sets one value for every row: expected a "
+                                   f"value with {self._event_dim(k)} dims (the node's event "
+                                   f"shape), got shape {tuple(idx.shape)}; try a scalar, or "
+                                   "condition() for per-row values")
                 spec[k] = Node((), lambda: None, root=dist.Delta(idx, event_dim=idx.dim()))
         new = self._derive(spec)
         new._interventions.update(interventions)

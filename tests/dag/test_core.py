@@ -317,3 +317,18 @@ def test_conflicting_evidence_is_an_error_not_a_silent_override():
     torch.testing.assert_close(cond.posterior("lung", {"smoke": 0})["lung"],
                                asia.posterior("lung", {"smoke": "yes"})["lung"])
     assert int(cond.condition({"smoke": "yes", "xray": "no"}).evidence["smoke"]) == 0
+
+
+def test_do_value_must_have_the_node_event_shape():
+    g = DAG({"a": dist.Normal(0.0, 1.0), "b": lambda a: dist.Normal(a, 1.0)})
+    # a [3] tensor on a scalar node used to turn 'a' into a 3-vector node silently
+    with pytest.raises(DAGError, match="expected a value with 0 dims.*got shape \\(3,\\)"):
+        g.do({"a": torch.tensor([1.0, 2.0, 3.0])})
+    with pytest.raises(DAGError, match="expected a value with 0 dims.*got shape \\(2,\\)"):
+        g.do({"b": torch.tensor([1.0, 2.0])})  # b is a callable: shape from its distribution
+    v = DAG({"m": dist.Normal(torch.zeros(2), 1.0).to_event(1),
+             "y": lambda m: dist.Normal(m.sum(-1), 1.0)})
+    s = v.do({"m": torch.tensor([1.0, 2.0])}).sample(4, seed=0)
+    assert s["m"].shape == (4, 2) and torch.all(s["m"] == torch.tensor([1.0, 2.0]))
+    with pytest.raises(DAGError, match="expected a value with 1 dims"):
+        v.do({"m": 1.0})
