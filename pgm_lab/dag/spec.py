@@ -150,6 +150,13 @@ def node(fn: Callable[..., Distribution], parents: Sequence[str] = ()) -> Node:
 
     Use it when the callable's argument names are not the parent names (e.g. a ``nn.Module``
     or a function of ``*args``). The parents are passed positionally, in the listed order.
+
+    Raises:
+        DAGError: ``fn`` is not callable, ``parents`` is not a list of distinct names, or
+            ``fn``'s signature cannot take ``len(parents)`` positional arguments.
+
+    Example:
+        >>> n = node(lambda loc, s: dist.Normal(loc, s.exp()), parents=["mu", "log_sigma"])
     """
     if not callable(fn):
         raise DAGError(f"node(fn, parents) needs a callable fn, got {type(fn).__name__}")
@@ -157,6 +164,17 @@ def node(fn: Callable[..., Distribution], parents: Sequence[str] = ()) -> Node:
         raise DAGError(f"node parents must be a list of node names, got {parents!r}")
     if len(set(parents)) != len(parents):
         raise DAGError(f"node parents must be distinct, got {list(parents)}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins/extension callables have none
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(*parents)
+        except TypeError as exc:
+            raise DAGError(f"node(fn, parents): fn is called with one positional argument per "
+                           f"parent; expected fn to accept {len(parents)} ({list(parents)}), "
+                           f"got signature {sig} ({exc}); try matching the parents list") from exc
     return Node(tuple(parents), fn)
 
 

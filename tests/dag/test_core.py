@@ -332,3 +332,15 @@ def test_do_value_must_have_the_node_event_shape():
     assert s["m"].shape == (4, 2) and torch.all(s["m"] == torch.tensor([1.0, 2.0]))
     with pytest.raises(DAGError, match="expected a value with 1 dims"):
         v.do({"m": 1.0})
+
+
+def test_node_checks_that_fn_takes_one_argument_per_parent():
+    with pytest.raises(DAGError, match="expected fn to accept 2 \\(\\['a', 'b'\\]\\)"):
+        node(lambda a: dist.Normal(a, 1.0), ["a", "b"])
+    with pytest.raises(DAGError, match="expected fn to accept 0"):
+        node(lambda a: dist.Normal(a, 1.0))
+    net = torch.nn.Linear(2, 1)  # modules take *args via forward: accepted
+    n = node(lambda *xs: dist.Normal(net(torch.stack(xs, -1)).squeeze(-1), 1.0), ["a", "b"])
+    dag = DAG({"a": dist.Normal(0.0, 1.0), "b": dist.Normal(0.0, 1.0), "c": n,
+               "d": node(lambda x, scale=2.0: dist.Normal(x, scale), ["c"])})
+    assert dag.sample(3, seed=0)["d"].shape == (3,)
