@@ -196,9 +196,8 @@ def test_callback_can_stop_training():
     assert len(hist.epochs) == 2 and [e for e, _ in seen] == [0, 1]
 
 
-def test_transform_uses_the_seeded_generator():
-    from pgm_lab.data import dynamic_binarize
-
+def _recording_bernoulli_model():
+    """A Bernoulli model over [B, 3] that records every batch it sees (validates 0/1 data)."""
     seen = []
 
     def model(x):
@@ -207,6 +206,13 @@ def test_transform_uses_the_seeded_generator():
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Bernoulli(p).expand([x.shape[0], 3]).to_event(1), obs=x)
 
+    return model, seen
+
+
+def test_transform_uses_the_seeded_generator():
+    from pgm_lab.data import dynamic_binarize
+
+    model, seen = _recording_bernoulli_model()
     x = torch.full((8, 3), 0.5)
     for _ in range(2):
         fit(model, None, x, epochs=2, batch_size=4, seed=3, device="cpu", progress=False,
@@ -235,14 +241,7 @@ def test_num_threads_applies_during_training_and_is_restored():
 def test_resume_materializes_params_on_transformed_data(tmp_path):
     from pgm_lab.data import dynamic_binarize
 
-    seen = []
-
-    def model(x):
-        seen.append(x.clone())
-        p = pyro.param("p", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Bernoulli(p).expand([x.shape[0], 3]).to_event(1), obs=x)
-
+    model, seen = _recording_bernoulli_model()
     x = torch.full((8, 3), 0.5)
     kw = dict(batch_size=4, device="cpu", progress=False, transform=dynamic_binarize,
               checkpoint=tmp_path / "c.pt")
