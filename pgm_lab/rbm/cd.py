@@ -16,6 +16,7 @@ from typing import Any
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConfigError
@@ -105,34 +106,40 @@ class ContrastiveDivergence(ELBO):
     # ---- the loss ----------------------------------------------------------------------------
 
     def _get_trace(self, model, guide, args, kwargs):  # noqa: ANN001, ANN202
-        """Guide trace, then the model's trace replayed against it (as in Trace_ELBO)."""
+        """Guide trace, then the model's trace replayed against it (as in Trace_ELBO).
+
+        Not used by the loss itself (see :meth:`_sites`); kept for ELBO's interface.
+        """
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs)
         return model_trace, guide_trace
 
     def _sites(self, model, guide, *args, **kwargs) -> list[dict]:  # noqa: ANN001
-        trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        latent = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"
-                  and not s["is_observed"]]
+        """The model's observed EnergyDistribution sites (messages, with their final scale).
+
+        The guide must have no latent sites, so replaying the model against it would change
+        nothing: the model runs once, under :class:`_SampleSites` instead of a full trace.
+        """
+        guide_sites = _SampleSites()
+        guide_sites(guide)(*args, **kwargs)
+        latent = [m["name"] for m in guide_sites.sites if not m["is_observed"]]
         if latent:
             raise ConfigError(f"ContrastiveDivergence needs no guide, but the guide samples "
                               f"{latent}; pass guide=None")
-        sites = []
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
+        model_sites = _SampleSites()
+        model_sites(model)(*args, **kwargs)
+        for site in model_sites.sites:
             fn = site["fn"]
             if not (site["is_observed"] and isinstance(fn, EnergyDistribution)):
                 raise ConfigError(f"ContrastiveDivergence expected only observed "
-                                  f"EnergyDistribution sites, got site {name!r} with "
+                                  f"EnergyDistribution sites, got site {site['name']!r} with "
                                   f"{type(fn).__name__}; use an EnergyModel's forward, e.g. "
                                   "RBM(...)(v)")
-            sites.append(site)
-        if not sites:
+        if not model_sites.sites:
             raise ConfigError("the model has no observed EnergyDistribution site; pass an "
                               "EnergyModel such as pgm_lab.rbm.RBM as the model")
-        return sites
+        return model_sites.sites
 
     def negative_samples(self, model: EnergyModel, v_data: torch.Tensor) -> torch.Tensor:
         """Negative-phase visible states ``[C, V]`` (advances PCD chains in place)."""
@@ -159,28 +166,50 @@ class ContrastiveDivergence(ELBO):
                 self.chains = v
         return v
 
-    def _surrogate(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:  # noqa: ANN001
-        total = 0.0
+    def _run(self, model, guide, args, kwargs, grads: bool) -> float:  # noqa: ANN001
+        """The loss value; with ``grads``, accumulate the CD gradient into ``.grad``."""
         value = 0.0
         for site in self._sites(model, guide, *args, **kwargs):
             energy_model = site["fn"].model
             v = site["value"].reshape(-1, energy_model.n_visible)
             v_neg = self.negative_samples(energy_model, v)
-            term = energy_model.free_energy(v).mean() - energy_model.free_energy(v_neg).mean()
-            total = total + term
+            diff, param_grads = energy_model.free_energy_difference(v, v_neg, grads=grads)
+            for p, g in param_grads.items():  # accumulate, as backward() would
+                if p.grad is None:
+                    p.grad = g
+                else:
+                    p.grad.add_(g)
             scale = site["scale"]
             scale = float(scale) if not torch.is_tensor(scale) else float(scale.mean())
-            value += scale * v.shape[0] * float(term.detach())
-        return total, value
+            value += scale * v.shape[0] * float(diff)
+        return value
 
     def loss(self, model, guide, *args, **kwargs) -> float:  # noqa: ANN001
         """The loss value only (advances persistent chains like a step would)."""
         with torch.no_grad():
-            return self._surrogate(model, guide, *args, **kwargs)[1]
+            return self._run(model, guide, args, kwargs, grads=False)
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:  # noqa: ANN001
-        """Back-propagate the CD surrogate into the parameters' ``.grad``; return the value."""
-        surrogate, value = self._surrogate(model, guide, *args, **kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward()
-        return value
+        """Accumulate the CD gradient into the parameters' ``.grad``; return the value.
+
+        The gradient comes from :meth:`EnergyModel.free_energy_difference` (closed form for
+        the RBM, autograd otherwise), the same as back-propagating the surrogate ``L``.
+        """
+        return self._run(model, guide, args, kwargs, grads=True)
+
+
+class _SampleSites(Messenger):
+    """Collects the sample sites of one run (subsample sites excluded).
+
+    Written here instead of using :func:`pyro.poutine.trace` because the loss needs only these
+    messages: trace's per-site copies, input/return nodes and graph bookkeeping cost as much as
+    the model itself at small batch sizes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: list[dict] = []
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if not site_is_subsample(msg):
+            self.sites.append(msg)

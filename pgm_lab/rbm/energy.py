@@ -21,12 +21,9 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroModule
 
 from ..errors import ConfigError, DataError
+from .bernoulli import bernoulli_logits
 
 __all__ = ["EnergyModel", "EnergyDistribution"]
-
-
-def _bernoulli(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.bernoulli(torch.sigmoid(logits), generator=generator)
 
 
 class EnergyModel(PyroModule):
@@ -99,11 +96,35 @@ class EnergyModel(PyroModule):
         zero = torch.zeros(self.n_hidden, dtype=v.dtype, device=v.device)
         return self.energy(v, zero) - F.softplus(self.hidden_logits(v)).sum(-1)
 
+    def free_energy_difference(self, v_pos: torch.Tensor, v_neg: torch.Tensor, *,
+                               grads: bool = True
+                               ) -> tuple[torch.Tensor, dict[torch.nn.Parameter, torch.Tensor]]:
+        r"""The contrastive-divergence objective and its parameter gradients.
+
+        .. math:: D(\theta) = \frac{1}{|P|} \sum_{v \in P} F_\theta(v)
+                  - \frac{1}{|N|} \sum_{v \in N} F_\theta(v)
+
+        for ``v_pos [P, V]`` and ``v_neg [N, V]`` (held fixed). Returns the detached scalar
+        :math:`D` and ``{parameter: dD/dparameter}`` (empty if ``grads=False``; parameters
+        that do not require gradients are left out). This generic version differentiates
+        :meth:`free_energy` by autograd; subclasses may override it with closed forms.
+        """
+        if not grads:
+            with torch.no_grad():
+                return self.free_energy(v_pos).mean() - self.free_energy(v_neg).mean(), {}
+        params = [p for p in self.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            value = self.free_energy(v_pos).mean() - self.free_energy(v_neg).mean()
+            if not value.requires_grad:
+                return value.detach(), {}
+            gs = torch.autograd.grad(value, params, allow_unused=True)
+        return value.detach(), {p: g for p, g in zip(params, gs) if g is not None}
+
     # ---- sampling ----------------------------------------------------------------------------
 
     def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         r"""Draw :math:`h \sim p(h \mid v)`, ``[..., V] -> [..., H]`` (float 0/1)."""
-        return _bernoulli(self.hidden_logits(v), generator)
+        return bernoulli_logits(self.hidden_logits(v), generator)
 
     def sample_v(self, h: torch.Tensor, v: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -114,7 +135,7 @@ class EnergyModel(PyroModule):
         :math:`p(v_i = 1 \mid v_{-i}, h) = \sigma(E(v^{i \to 0}, h) - E(v^{i \to 1}, h))`.
         """
         if self.visible_factorized:
-            return _bernoulli(self.visible_logits(h), generator)
+            return bernoulli_logits(self.visible_logits(h), generator)
         if v is None:
             raise ConfigError(f"{type(self).__name__} has coupled visible units, so sample_v "
                               "needs the current visible state: sample_v(h, v)")
@@ -124,7 +145,7 @@ class EnergyModel(PyroModule):
             v0[..., i] = 0.0
             v1[..., i] = 1.0
             logit = self.energy(v0, h) - self.energy(v1, h)
-            v[..., i] = _bernoulli(logit, generator)
+            v[..., i] = bernoulli_logits(logit, generator)
         return v
 
     def gibbs(self, v0: torch.Tensor, num_steps: int, **kwargs):  # noqa: ANN201

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from .bernoulli import bernoulli_logits
 from .energy import EnergyModel
 
 __all__ = ["RBM"]
@@ -84,13 +85,52 @@ class RBM(EnergyModel):
         return -(v @ self.b) - (h @ self.c) - ((v @ self.W) * h).sum(-1)
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        if v.dim() == 2:  # one fused kernel (bias add inside the GEMM)
+            return torch.addmm(self.c, v, self.W)
         return v @ self.W + self.c
 
     def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() == 2:
+            return torch.addmm(self.b, h, self.W.T)
         return h @ self.W.T + self.b
 
+    # hidden_logits / visible_logits return fresh tensors, so sampling may overwrite them
+    def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return bernoulli_logits(self.hidden_logits(v), generator, inplace=True)
+
+    def sample_v(self, h: torch.Tensor, v: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        return bernoulli_logits(self.visible_logits(h), generator, inplace=True)
+
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        return -(v @ self.b) - F.softplus(v @ self.W + self.c).sum(-1)
+        return -(v @ self.b) - F.softplus(self.hidden_logits(v)).sum(-1)
+
+    def free_energy_difference(self, v_pos: torch.Tensor, v_neg: torch.Tensor, *,
+                               grads: bool = True
+                               ) -> tuple[torch.Tensor, dict[torch.nn.Parameter, torch.Tensor]]:
+        r"""Closed form of :meth:`EnergyModel.free_energy_difference` (no autograd graph).
+
+        With :math:`\hat h(v) = \sigma(c + W^\top v)`, :math:`\partial F / \partial W =
+        -v \hat h^\top`, :math:`\partial F / \partial b = -v` and :math:`\partial F /
+        \partial c = -\hat h` (Hinton 2002). Both batches go through one GEMM: with
+        :math:`x` the stacked rows and weights :math:`w = (-1/|P|, \dots, 1/|N|, \dots)`,
+        :math:`D = w^\top(x b) + w^\top \sum_j \operatorname{softplus}(a_{:, j})` with
+        :math:`a = c + x W`, and :math:`\nabla_W D = x^\top (w \odot \hat h)`,
+        :math:`\nabla_b D = w^\top x`, :math:`\nabla_c D = w^\top \hat h`.
+        """
+        W, b, c = self.W, self.b, self.c
+        with torch.no_grad():
+            x = torch.cat([v_pos, v_neg])
+            n_pos, n_neg = v_pos.shape[0], v_neg.shape[0]
+            w = x.new_full((n_pos + n_neg,), 1.0 / n_neg)
+            w[:n_pos] = -1.0 / n_pos
+            a = torch.addmm(c, x, W)
+            db = w @ x
+            value = db @ b + w @ F.softplus(a).sum(1)
+            if not grads:
+                return value, {}
+            wh = torch.sigmoid(a).mul_(w.unsqueeze(1))
+            return value, {W: x.T @ wh, b: db, c: wh.sum(0)}
 
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
         r""":math:`F(h) = -\log \sum_v e^{-E(v, h)} = -c^\top h - \sum_i
