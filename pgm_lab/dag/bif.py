@@ -391,7 +391,7 @@ def to_bif(dag: DAG, path: str | os.PathLike | None = None) -> str:
         lines.append("}")
     for n in order:
         parents = dag.parents(n)
-        table = info[n].table
+        table = dag.tables([n])[n]
         if not parents:
             lines.append(f"probability ( {n} ) {{")
             lines.append(f"  table {', '.join(_fmt(v) for v in table.tolist())};")

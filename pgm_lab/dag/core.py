@@ -295,6 +295,10 @@ class DAG:
     def tables(self, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Float64 tables ``[card(pa_1), ..., card(pa_m), card]`` of discrete nodes.
 
+        Tables of callables are computed afresh on every call (the callable may read
+        ``pyro.param`` or module parameters that training has changed); :func:`cpt` tables
+        and root distributions are fixed.
+
         Raises:
             InferenceError: one of ``names`` (default: all nodes) is not discrete.
         """
@@ -304,13 +308,20 @@ class DAG:
         names = self.nodes if names is None else names
         out = {}
         for n in names:
-            if info[n] is None:
+            table = None
+            if info[n] is not None:
+                nd = self._spec[n]
+                fresh = (self._tabulate(n, nd, [info[p] for p in nd.parents])
+                         if isinstance(nd, Node) and nd.root is None else info[n])
+                if fresh is not None and fresh.table.shape == info[n].table.shape:
+                    table = fresh.table
+            if table is None:
                 why = self._tabulate_errors.get(n)
                 why = (f" (calling its conditional on the grid of parent states raised "
                        f"{why})" if why else " (continuous, or has a continuous parent)")
                 raise InferenceError(f"exact inference needs discrete nodes, but {n!r} is not"
                                      f"{why}; use log_evidence(..., method='importance')")
-            out[n] = info[n].table
+            out[n] = table
         return out
 
     # ------------------------------------------------------------------ values

@@ -223,3 +223,27 @@ def test_intervened_nodes_keep_their_one_hot_tables_when_fitting():
     counts = done.fit(data)
     torch.testing.assert_close(counts.tables(["dysp"])["dysp"],
                                asia.fit(data).tables(["dysp"])["dysp"])
+
+
+def test_tables_of_learnable_callables_follow_the_trained_parameters():
+    def z():
+        return dist.Bernoulli(pyro.param("pz", torch.tensor(0.5),
+                                         constraint=dist.constraints.unit_interval))
+
+    def x(z):
+        p = pyro.param("px", torch.tensor([0.5, 0.5]), constraint=dist.constraints.unit_interval)
+        return dist.Bernoulli(p[z.long()])
+
+    dag = DAG({"z": z, "x": x})
+    torch.testing.assert_close(dag.posterior("z", {"x": 1})["z"],
+                               torch.tensor([0.5, 0.5], dtype=torch.float64))  # tables cached
+    gen = torch.Generator().manual_seed(0)
+    zs = (torch.rand(300, generator=gen) < 0.2).float()
+    xs = (torch.rand(300, generator=gen) < 0.1 + 0.8 * zs).float()
+    dag.fit({"z": zs, "x": xs}, method="svi", epochs=10, optim=pyro.optim.Adam({"lr": 0.1}),
+            progress=False)
+    pz, px = pyro.param("pz").item(), pyro.param("px").detach().double()
+    assert abs(pz - 0.5) > 0.05  # training moved the parameters
+    joint = torch.tensor([1 - pz, pz], dtype=torch.float64) * px
+    torch.testing.assert_close(dag.posterior("z", {"x": 1})["z"], joint / joint.sum())
+    assert f"{pz!r}" in dag.to_bif() or f"{1 - pz!r}" in dag.to_bif()
