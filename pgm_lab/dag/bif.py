@@ -165,7 +165,16 @@ class _Scanner:
 
 
 def parse_bif(text: str, source: str = "<string>") -> DAG:
-    """Parse BIF text into a :class:`~pgm_lab.dag.DAG` (see :func:`read_bif`)."""
+    """Parse BIF text into a :class:`~pgm_lab.dag.DAG` (see :func:`read_bif`).
+
+    Args:
+        text: the contents of a BIF file (grammar in the module docstring).
+        source: a name for error messages, which read ``source:line: ...``.
+
+    Raises:
+        DAGError: malformed text (with the line), or an invalid network (cycles, rows that
+            do not sum to 1, ...).
+    """
     sc = _Scanner(text, source)
     name = "unknown"
     net_props: list[str] = []

@@ -382,6 +382,11 @@ class DAG:
     def condition(self, evidence: Mapping[str, Any]) -> DAG:
         """A new DAG whose ``evidence`` nodes are observed (``obs=`` in :attr:`model`).
 
+        .. math:: p(x \\mid e) \\propto \\prod_i p(x_i \\mid \\mathrm{pa}(x_i))
+            \\big|_{x_e = e}
+
+        The structure is unchanged (unlike :meth:`do`); :meth:`posterior` and
+        :meth:`log_evidence` use the evidence, and :meth:`sample` clamps it.
         Values are state names, indices or tensors ``[B]`` (discrete), or tensors
         (continuous). Evidence of this DAG and the new one are merged.
 
@@ -580,6 +585,9 @@ class DAG:
     def sample(self, n: int, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Vectorized ancestral sampling: ``n`` joint draws, parents before children.
 
+        .. math:: x_i^{(s)} \\sim p(x_i \\mid \\mathrm{pa}(x_i)^{(s)}), \\quad
+            i = 1, \\dots, n_{\\mathrm{nodes}} \\text{ in topological order}
+
         Each node is sampled for the whole batch at once (no Python loop over samples);
         discrete tables use inverse-CDF sampling. Observed nodes of a conditioned DAG are
         clamped to their evidence (the draws are then the likelihood-weighting proposal, not
@@ -688,19 +696,33 @@ class DAG:
 
     # ------------------------------------------------------------------ learning, I/O, pictures
     def fit(self, data: Mapping[str, Any], **kwargs: Any) -> DAG:
-        """Learn the conditionals from data; see :func:`pgm_lab.dag.learn.fit`."""
+        """Learn the conditionals from ``data`` (``name -> values [N]``).
+
+        Closed-form maximum likelihood / Dirichlet posterior mean for tables, EM with hidden
+        table nodes, or SVI for learnable callables; arguments, math and references in
+        :func:`pgm_lab.dag.learn.fit`. Returns a new DAG (counts, EM) or ``self`` (SVI).
+        """
         from .learn import fit
 
         return fit(self, data, **kwargs)
 
     def to_bif(self, path: str | os.PathLike | None = None) -> str:
-        """Write the network in BIF (bnlearn) format; returns the text. See :mod:`.bif`."""
+        """The network as BIF (bnlearn) text, also written to ``path`` if given.
+
+        Every node must be discrete; ``read_bif(path)`` gives back the same tables bit for
+        bit. See :func:`pgm_lab.dag.bif.to_bif` and the format reference in :mod:`.bif`.
+        """
         from .bif import to_bif
 
         return to_bif(self, path)
 
     def render(self, filename: str | os.PathLike | None = None, format: str = "png"):
-        """A :class:`graphviz.Digraph` of the DAG; see :func:`pgm_lab.dag.render.render`."""
+        """A :class:`graphviz.Digraph` of the DAG's own edges (written if ``filename``).
+
+        Discrete nodes show their state count, observed nodes are shaded, intervened nodes are
+        boxes; without the ``dot`` binary a DOT file and a text picture are written instead.
+        See :func:`pgm_lab.dag.render.render`.
+        """
         from .render import render
 
         return render(self, filename, format=format)

@@ -76,6 +76,8 @@ class CPT:
         return int(self.table.shape[-1])
 
     def __call__(self, *values: torch.Tensor) -> dist.Categorical:
+        """``Categorical(probs=table[v_1, ..., v_m])`` for parent state indices ``v_i``
+        (broadcast against each other; batch shape = their broadcast shape)."""
         idx = tuple(torch.as_tensor(v).long() for v in values)
         return dist.Categorical(probs=self.table[idx] if idx else self.table)
 
