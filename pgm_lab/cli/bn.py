@@ -48,7 +48,11 @@ def _evidence(items: list[str]) -> dict[str, str]:
         if not sep or not node or not state:
             raise ConfigError(f"evidence must look like NODE=STATE, got {item!r}; "
                               "try -e xray=yes")
-        out[node.strip()] = state.strip()
+        node, state = node.strip(), state.strip()
+        if node in out and out[node] != state:
+            raise ConfigError(f"expected one state per evidence node, got {node}={out[node]} "
+                              f"and {node}={state}; try a single -e {node}=STATE")
+        out[node] = state
     return out
 
 

@@ -64,3 +64,11 @@ def test_unwritable_output_and_impossible_evidence_are_errors_not_tracebacks(tmp
     assert "probability zero" in capsys.readouterr().err
     assert main(["bn", "sample", "asia", "-n", "0"]) == 1
     assert "positive int" in capsys.readouterr().err
+
+
+def test_contradictory_repeated_evidence_is_an_error(capsys):
+    # the last -e used to win silently
+    assert main(["bn", "query", "asia", "lung", "-e", "xray=yes", "-e", "xray=no"]) == 1
+    assert "expected one state per evidence node, got xray=yes and xray=no" in \
+        capsys.readouterr().err
+    assert main(["bn", "query", "asia", "lung", "-e", "xray=yes", "-e", "xray=yes"]) == 0
