@@ -356,7 +356,7 @@ def read_bif(path: str | os.PathLike) -> DAG:
         p = network_path(str(path))
     opener = gzip.open if p.suffix == ".gz" else open
     try:
-        with opener(p, "rt", encoding="utf-8") as f:
+        with opener(p, "rt", encoding="utf-8-sig") as f:  # -sig: skip a byte-order mark
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise DAGError(f"cannot read BIF file {p}: {exc}") from exc

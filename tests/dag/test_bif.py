@@ -156,3 +156,13 @@ def test_tabulated_callables_and_bernoulli_roots_are_written_as_tables():
         [[0.9, 0.1], [0.1, 0.9]], dtype=torch.float64))
     torch.testing.assert_close(back.posterior("a", {"b": "1"})["a"],
                                dag.posterior("a", {"b": 1})["a"])
+
+
+def test_files_with_a_byte_order_mark_or_crlf_line_ends_are_read(tmp_path):
+    dag = read_bif("cancer")
+    bom = tmp_path / "bom.bif"
+    bom.write_text(dag.to_bif(), encoding="utf-8-sig")  # as Windows editors save UTF-8
+    _same(dag, read_bif(bom))
+    crlf = tmp_path / "crlf.bif"
+    crlf.write_bytes(dag.to_bif().replace("\n", "\r\n").encode())
+    _same(dag, read_bif(crlf))
