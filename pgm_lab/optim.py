@@ -37,7 +37,9 @@ class MultiTensorOptim(PyroOptim):
     own (``optim_args``, or those restored by :meth:`set_state`), or a new group. With dict
     ``optim_args`` every parameter therefore sits in one group, stepped by one multi-tensor
     kernel. Parameters that do not take part in a call keep their values and optimizer state,
-    as with ``pyro.optim`` (their gradients are hidden from the step).
+    as with ``pyro.optim`` (their gradients are hidden from the step). After the step the
+    gradients of the stepped parameters are set to ``None`` (torch's
+    ``zero_grad(set_to_none=True)``) instead of Pyro's zero tensors.
 
     :meth:`get_state` returns Pyro's per-parameter format ``{param_name: state_dict of a
     one-parameter optimizer}``, so checkpoints move freely between ``pyro.optim`` optimizers
@@ -92,6 +94,12 @@ class MultiTensorOptim(PyroOptim):
         finally:
             for p, g in zip(idle, grads):
                 p.grad = g
+        # Release the used gradients like torch's zero_grad(set_to_none=True). SVI's
+        # zero_grads, which follows, then skips them instead of allocating and filling zero
+        # tensors that the next backward adds into (for the 784-400-20 VAE ~10% of a step,
+        # mostly page faults of the fresh allocations). The next gradients are the same.
+        for p in params:
+            p.grad = None
 
     def _add(self, p: torch.Tensor) -> None:
         name = pyro.get_param_store().param_name(p)
