@@ -1,12 +1,13 @@
 """Contrastive divergence (CD-k) and persistent CD (PCD-k) as a Pyro loss.
 
 :class:`ContrastiveDivergence` plugs into :class:`pyro.infer.SVI` and
-:func:`pgm_lab.train.fit` like an ELBO: ``loss_and_grads(model, guide, v)`` traces the model,
+:func:`pgm_lab.train.fit` like an ELBO: ``loss_and_grads(model, guide, v)`` runs the model,
 finds its observed :class:`~pgm_lab.rbm.energy.EnergyDistribution` sites (the module's
-parameters are traced as ``param`` sites, which is how SVI finds what to update), and
-back-propagates the CD surrogate. It subclasses :class:`pyro.infer.ELBO` because that is what
-SVI dispatches on to call ``loss_and_grads``, but no ELBO is computed (no guide, no
-normalizer): only the trace machinery is shared.
+parameters are emitted as ``param`` sites, which is how SVI finds what to update), and
+accumulates the CD gradient into ``.grad`` -- in closed form for the RBM
+(:meth:`EnergyModel.free_energy_difference`), by autograd for other energies. It subclasses
+:class:`pyro.infer.ELBO` because that is what SVI dispatches on to call ``loss_and_grads``,
+but no ELBO is computed (no guide, no normalizer).
 """
 
 from __future__ import annotations

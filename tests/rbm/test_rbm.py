@@ -173,5 +173,21 @@ def test_bad_fit_and_log_partition_arguments():
         rbm.fit(x, method="ml")
     with pytest.raises(ConfigError, match="lr must be"):
         rbm.fit(x, lr=float("nan"))
+    with pytest.raises(ConfigError, match="num_threads must be"):
+        rbm.fit(x, num_threads=0)
     with pytest.raises(ConfigError, match="method must be 'exact' or 'ais'"):
         rbm.log_partition("magic")
+
+
+def test_fit_num_threads_applies_during_training_only():
+    x = torch.bernoulli(torch.full((20, 3), 0.5), generator=torch.Generator().manual_seed(0))
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        RBM(3, 2).fit(x, epochs=2, batch_size=10, num_threads=1, progress=False,
+                      callbacks=[lambda epoch, record: seen.append(torch.get_num_threads())])
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
