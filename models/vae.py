@@ -173,8 +173,8 @@ class _BernoulliImage(dist.Independent):
         if is_validation_enabled() and not ((value == 0) | (value == 1)).all():
             raise DataError("the Bernoulli VAE needs binary x (0/1); binarize it, e.g. with "
                             "pgm_lab.data.static_binarize, or pass likelihood='gaussian'")
-        logits = self.base_dist.logits
-        shape = torch.broadcast_shapes(logits.shape, value.shape)
-        bce = F.binary_cross_entropy_with_logits(logits.expand(shape), value.expand(shape),
-                                                 reduction="none")
+        # broadcast_tensors, not broadcast_shapes + expand: the latter runs a Python
+        # reference implementation costing more than the kernel for small batches.
+        logits, value = torch.broadcast_tensors(self.base_dist.logits, value)
+        bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
         return -bce.sum(-1)

@@ -95,8 +95,15 @@ class IWAE(ELBO):
                            detach_guide=self.estimator != "standard")
 
     def _bound(self, lw: LogWeights) -> torch.Tensor:
-        per_point = torch.logsumexp(lw.local, dim=0) - math.log(self.num_particles)
-        return lw.scale * per_point.sum() + lw.glob.mean()
+        # Skipped kernels (each with its backward) that would not change a bit of the result:
+        # logsumexp over one particle is the identity (gradient exactly 1), scale 1 and the
+        # global term are no-ops when there is no scaling or no site outside the data plate.
+        if self.num_particles == 1:
+            per_point = lw.local[0]
+        else:
+            per_point = torch.logsumexp(lw.local, dim=0) - math.log(self.num_particles)
+        bound = per_point.sum() if lw.scale == 1.0 else lw.scale * per_point.sum()
+        return bound + lw.glob.mean() if lw.has_global_sample_sites else bound
 
     def _register_dreg_hooks(self, lw: LogWeights) -> None:
         w = torch.softmax(lw.local.detach(), dim=0)  # [K, N] self-normalized weights
@@ -115,7 +122,7 @@ class IWAE(ELBO):
                             **kwargs: Any) -> torch.Tensor:
         """:math:`-\\mathcal L_K` as a tensor whose gradient is the chosen estimator."""
         lw = self._log_weights(model, guide, args, kwargs)
-        if self.estimator == "dreg":
+        if self.estimator == "dreg" and self.num_particles > 1:  # K = 1: all weights are 1
             self._register_dreg_hooks(lw)
         return -self._bound(lw)
 

@@ -99,6 +99,14 @@ def _site_scale(site: dict[str, Any]) -> float:
     return float(scale)
 
 
+def _accumulate(total: torch.Tensor | float, term: torch.Tensor, sign: float
+                ) -> torch.Tensor:
+    """``total + sign * term`` without the kernels of adding to 0 and multiplying by 1."""
+    if isinstance(total, float) and total == 0.0:
+        return term if sign > 0 else -term
+    return total + term if sign > 0 else total - term
+
+
 def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
                 plate_name: str = "data", max_plate_nesting: int,
                 detach_guide: bool = False) -> LogWeights:
@@ -150,12 +158,14 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
             frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
             if frame is None:
                 has_global = True
-                glob = glob + sign * _site_scale(site) * lp.reshape(lp.shape[0], -1).sum(-1)
+                glob = _accumulate(glob, _site_scale(site) * lp.reshape(lp.shape[0], -1).sum(-1),
+                                   sign)
                 continue
             data_pos = total + frame.dim
             keep = lp.movedim(data_pos, 1)
-            keep = keep.reshape(keep.shape[0], keep.shape[1], -1).sum(-1)
-            local = local + sign * keep
+            if keep.dim() > 2:  # other plates than particles and data: sum them out
+                keep = keep.reshape(keep.shape[0], keep.shape[1], -1).sum(-1)
+            local = _accumulate(local, keep, sign)
             scales.add(_site_scale(site))
             if is_guide_latent:
                 latents.append((site["value"], frame.dim, len(fn.event_shape)))

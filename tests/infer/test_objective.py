@@ -19,7 +19,7 @@ def _vae_pair():
 
 
 def _loss_and_grads(loss, model, guide, x, seed):
-    for p in pyro.get_param_store().values():
+    for _, p in pyro.get_param_store().named_parameters():  # the unconstrained leaves
         p.grad = None
     pyro.set_rng_seed(seed)
     with pyro.poutine.trace(param_only=True) as params:
@@ -237,3 +237,45 @@ def test_dreg_amortized_encoder_gradient_has_higher_signal_to_noise(lg):
     snr_std = std.mean(0).abs() / std.std(0)
     snr_dreg = dreg.mean(0).abs() / dreg.std(0)
     assert float(snr_dreg.median()) > 2 * float(snr_std.median())
+
+
+def _global_and_local_model(x):
+    w = pyro.param("w", torch.tensor(0.7))
+    g = pyro.sample("g", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(g, 1.0))
+        pyro.sample("x", dist.Normal(w * z, 0.5), obs=x)
+
+
+def _global_and_local_guide(x):
+    g_loc = pyro.param("g_loc", torch.tensor(0.2))
+    z_scale = pyro.param("z_scale", torch.tensor(0.8), constraint=dist.constraints.positive)
+    pyro.sample("g", dist.Normal(g_loc, 0.3))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(0.5 * x, z_scale))
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_one_particle_equals_trace_elbo_with_global_site_and_plate_scale(scale):
+    """The K = 1 shortcuts (no logsumexp, no unit scale, no empty global term) keep the
+    value and every gradient of Trace_ELBO, with a global latent and a scaled data plate."""
+    x = torch.tensor([0.3, -1.2, 2.0, 0.4])
+    model = scale_plate(_global_and_local_model, "data", scale)
+    guide = scale_plate(_global_and_local_guide, "data", scale)
+    pyro.set_rng_seed(0)
+    _loss_and_grads(Trace_ELBO(), model, guide, x, seed=0)  # creates the params
+    ref, ref_grads = _loss_and_grads(Trace_ELBO(), model, guide, x, seed=7)
+    ours, grads = _loss_and_grads(IWAE(1), model, guide, x, seed=7)
+    assert ours == pytest.approx(ref, rel=1e-6)
+    assert grads.keys() == {"w", "g_loc", "z_scale"}
+    torch.testing.assert_close(grads, ref_grads)
+
+
+def test_one_particle_dreg_equals_stl():
+    """With K = 1 the self-normalized weights are 1: DReG reduces to STL exactly."""
+    vae, guide = _vae_pair()
+    x = torch.bernoulli(torch.full((9, 12), 0.3))
+    stl, stl_grads = _loss_and_grads(IWAE(1, "stl"), vae.model, guide, x, seed=3)
+    dreg, dreg_grads = _loss_and_grads(IWAE(1, "dreg"), vae.model, guide, x, seed=3)
+    assert dreg == stl
+    torch.testing.assert_close(dreg_grads, stl_grads, rtol=0, atol=0)
