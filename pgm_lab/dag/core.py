@@ -109,6 +109,7 @@ class DAG:
         self._sampler_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tabulate_errors: dict[str, str] = {}
         self._event_dims: dict[str, int] | None = None
+        self._has_zeros: dict[str, bool] = {}  # fixed tables with a zero entry (exact.py)
         self._check_tables()
 
     # ------------------------------------------------------------------ structure

@@ -15,8 +15,8 @@ factors) and cached per evidence pattern. Before contracting:
   tables sum to one and contribute nothing;
 - for a posterior, factors not connected to the query once evidence is applied are left
   out of the query's contraction: they only scale ``p(q, e)`` by a constant that
-  normalization removes. They are contracted once more on their own, only to detect
-  evidence of probability zero (a zero constant).
+  normalization removes. To detect evidence of probability zero (a zero constant), only
+  the supports of those among them with zero entries are checked (:func:`_check_possible`).
 
 A batch of ``B`` evidence rows (index tensors ``[B]``) is one extra output index: each table
 that mentions an observed variable is gathered to ``[B, ...]`` and the whole batch is one
@@ -206,15 +206,55 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
                 joint = joint.expand(b, card)
             out[q] = _normalize(joint, batch_out)
     # The factors outside the queries' components only scale p(q, e) by a constant, but a
-    # zero constant means the evidence is impossible: contract them too (to [] or [B]),
-    # unless every entry is positive (then so is the constant).
-    rest = [n for n in keep if n not in covered]
-    factors = _factors(dag, rest, scalar, batched) if observed and rest else []
-    if any(not bool((t > 0).all()) for t, _ in factors):
-        rest_batched = any(_BATCH in names for _, names in factors)
-        _normalize(_contract(dag, factors, batch_out if rest_batched else ()).unsqueeze(-1),
-                   batch_out)
+    # zero constant means the evidence is impossible.
+    rest = [n for n in keep if n not in covered and _has_zeros(dag, n)]
+    if observed and rest:
+        _check_possible(dag, _factors(dag, rest, scalar, batched), batch_out)
     return out
+
+
+def _has_zeros(dag: DAG, name: str) -> bool:
+    """Whether the table of ``name`` has a zero entry (cached for fixed tables)."""
+    from .spec import CPT
+
+    cache = dag._has_zeros
+    if name not in cache:
+        value = not bool((dag.tables([name])[name] > 0).all())
+        nd = dag._spec[name]
+        if not (isinstance(nd, CPT) or nd.root is not None):  # a callable: may change
+            return value
+        cache[name] = value
+    return cache[name]
+
+
+def _check_possible(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
+                    batch_out: tuple[str, ...]) -> None:
+    """Raise :class:`DAGError` if the product of ``factors`` is zero everywhere (per row).
+
+    ``sum_x prod_i f_i(x) > 0`` iff some assignment makes every factor positive, so only the
+    supports ``f_i > 0`` matter (counts of admissible assignments: no underflow), and only
+    of factors with a zero entry: the others are positive everywhere. Factors sharing no
+    variable with the others are checked on their own, without a contraction.
+    """
+    groups: list[tuple[set[str], list[tuple[torch.Tensor, tuple[str, ...]]]]] = []
+    for t, names in factors:
+        if bool((t > 0).all()):
+            continue
+        support = ((t > 0).to(torch.float64), names)
+        vs = set(names) - {_BATCH}
+        joined = [g for g in groups if g[0] & vs]
+        for g in joined:
+            groups.remove(g)
+            vs |= g[0]
+        groups.append((vs, [f for g in joined for f in g[1]] + [support]))
+    for _, group in groups:
+        batched = any(_BATCH in names for _, names in group)
+        if len(group) == 1:
+            t, names = group[0]
+            count = t.reshape(t.shape[0], -1).sum(-1) if batched else t.sum()
+        else:
+            count = _contract(dag, group, (_BATCH,) if batched else ())
+        _normalize(count.unsqueeze(-1), batch_out if batched else ())
 
 
 def _normalize(joint: torch.Tensor, batch_out: tuple[str, ...]) -> torch.Tensor:

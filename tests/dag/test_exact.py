@@ -203,6 +203,16 @@ def test_zero_probability_evidence_outside_the_query_component_is_detected():
         dag.posterior("b", {"a": torch.tensor([0, 1, 0])})
     torch.testing.assert_close(dag.posterior("b", {"a": torch.tensor([0, 0])})["b"],
                                torch.full((2, 2), 0.5, dtype=torch.float64))
+    # impossible only jointly: b = a and c = b are deterministic, d is unrelated
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    chain = DAG({"a": cpt([], [0.5, 0.5]), "b": cpt(["a"], eye), "c": cpt(["b"], eye),
+                 "d": cpt([], [0.2, 0.8])})
+    with pytest.raises(DAGError, match="probability zero under the network \\(batch rows \\[1\\]"):
+        chain.posterior("d", {"a": torch.tensor([0, 0, 1]), "c": torch.tensor([0, 1, 1])})
+    with pytest.raises(DAGError, match="probability zero"):
+        chain.posterior("d", {"a": 0, "c": 1})
+    torch.testing.assert_close(chain.posterior("d", {"a": 1, "c": 1})["d"],
+                               torch.tensor([0.2, 0.8], dtype=torch.float64))
     # evidence contradicting an intervention is impossible too
     done = read_bif("asia").do({"either": "yes"})
     with pytest.raises(DAGError, match="probability zero"):
