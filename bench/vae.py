@@ -5,8 +5,11 @@ every contender alike:
 
 1. One SVI step of ``pgm_lab.models.VAE`` + ``pgm_lab.guides.AmortizedNormal`` (784-400-20,
    Bernoulli, batch 128) with Pyro's ``Trace_ELBO`` and with ``pgm_lab.infer.IWAE(1)``, against
-   a hand-written pure-PyTorch VAE step with the same networks, loss and Adam. For reference,
-   also Pyro's compiled ``JitTrace_ELBO`` and our loss with one ``torch.optim.Adam`` (no SVI).
+   a hand-written pure-PyTorch VAE step with the same networks, loss and Adam. Each with
+   ``pyro.optim.Adam`` (one torch optimizer per parameter) and with ``pgm_lab.optim.Adam``
+   (one multi-tensor optimizer for all parameters; also its ``fused=True`` kernel, against a
+   PyTorch step with the same fused Adam). For reference, also Pyro's compiled
+   ``JitTrace_ELBO`` and our loss with one ``torch.optim.Adam`` (no SVI).
 2. One IWAE K=50 training step: ``IWAE(50)`` (standard and DReG) against Pyro's
    ``RenyiELBO(alpha=0, num_particles=50, vectorize_particles=True)`` and pure PyTorch.
 3. IWAE-5000 evaluation of the whole digits test set (360 images, the compare-bounds VAE
@@ -42,6 +45,7 @@ from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO
 from pyro.nn import PyroModule
 from torch import nn
 
+from pgm_lab import optim as pgm_optim
 from pgm_lab.data import load_dataset
 from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE, iwae
@@ -92,7 +96,8 @@ def _torch_step(module: TorchVAE, opt: torch.optim.Optimizer, k: int):
 _CONTENDERS = PyroModule()  # parent giving each contender's parameters their own names
 
 
-def _pyro_step(loss: pyro.infer.ELBO):
+def _pyro_step(loss: pyro.infer.ELBO, optim=None):
+    """SVI step; ``optim`` defaults to ``pyro.optim.Adam({"lr": 1e-3})``."""
     torch.manual_seed(0)
     vae, guide = VAE(X_DIM, Z_DIM, (H_DIM,)), AmortizedNormal(X_DIM, Z_DIM, (H_DIM,))
     i = len(list(_CONTENDERS.children())) // 2
@@ -100,7 +105,8 @@ def _pyro_step(loss: pyro.infer.ELBO):
     # contenders neither share parameters nor optimizer states.
     setattr(_CONTENDERS, f"vae{i}", vae)
     setattr(_CONTENDERS, f"guide{i}", guide)
-    svi = SVI(vae.model, guide, pyro.optim.Adam({"lr": 1e-3}), loss)
+    optim = pyro.optim.Adam({"lr": 1e-3}) if optim is None else optim
+    svi = SVI(vae.model, guide, optim, loss)
     return svi.step
 
 
@@ -150,24 +156,38 @@ def _row(task: str, times: dict[str, list[float]], peer: str, ours: str, label: 
             "ours_ms": statistics.median(times[ours]), "ratio": statistics.median(ratios)}
 
 
-def _torch_contender(k: int):
+def _torch_contender(k: int, **adam_kwargs):
     torch.manual_seed(0)
     module = TorchVAE(X_DIM, H_DIM, Z_DIM)
-    return _torch_step(module, torch.optim.Adam(module.parameters(), lr=1e-3), k)
+    return _torch_step(module, torch.optim.Adam(module.parameters(), lr=1e-3, **adam_kwargs), k)
 
 
 def bench_steps(rounds: int) -> list[dict]:
     rows = []
     k1 = _time_steps({
         "pure PyTorch": _torch_contender(1),
+        "pure PyTorch (fused Adam)": _torch_contender(1, fused=True),
         "Trace_ELBO": _pyro_step(Trace_ELBO()),
         "IWAE(1)": _pyro_step(IWAE(1)),
+        "Trace_ELBO + pgm Adam": _pyro_step(Trace_ELBO(), pgm_optim.Adam({"lr": 1e-3})),
+        "IWAE(1) + pgm Adam": _pyro_step(IWAE(1), pgm_optim.Adam({"lr": 1e-3})),
+        "IWAE(1) + pgm fused Adam": _pyro_step(IWAE(1), pgm_optim.Adam({"lr": 1e-3,
+                                                                         "fused": True})),
         "IWAE(1) + torch Adam": _pyro_loss_torch_adam(IWAE(1)),
         "JitTrace_ELBO": _pyro_step(JitTrace_ELBO(ignore_jit_warnings=True)),
     }, rounds, reps=3)
     for ours in ("Trace_ELBO", "IWAE(1)"):
         rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch", ours,
-                         f"VAE + {ours}"))
+                         f"VAE + {ours} + pyro.optim.Adam"))
+    for ours in ("Trace_ELBO", "IWAE(1)"):
+        rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
+                         f"{ours} + pgm Adam", f"VAE + {ours} + pgm_lab.optim.Adam"))
+    rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
+                     "IWAE(1) + pgm fused Adam",
+                     "VAE + IWAE(1) + pgm_lab.optim.Adam(fused=True)"))
+    rows.append(_row(f"SVI step, K=1, both fused Adam (784-400-20, B={BATCH})", k1,
+                     "pure PyTorch (fused Adam)", "IWAE(1) + pgm fused Adam",
+                     "VAE + IWAE(1) + pgm_lab.optim.Adam(fused=True)"))
     rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
                      "JitTrace_ELBO", "VAE + Pyro's JitTrace_ELBO (compiled)"))
     rows.append(_row(f"step without SVI, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",

@@ -80,6 +80,8 @@ def test_one_torch_step_per_svi_step(monkeypatch):
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     _vae_params_after(lambda: pgm_optim.Adam({"lr": 0.01}), steps=4)
     assert len(calls) == 4
+    # gradients released after the step (torch's set_to_none), not zero tensors as in Pyro
+    assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
     calls.clear()
     _vae_params_after(lambda: pyro.optim.Adam({"lr": 0.01}), steps=4)
     assert len(calls) == 32  # pyro.optim: one optimizer per parameter
