@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import torch
 from _mnist_idx import make_tiny_mnist
 
 from pgm_lab.cli.compare_bounds import parse_objective
@@ -98,3 +99,7 @@ def test_default_optimizer_trains_exactly_like_pyro_adam(tmp_path, monkeypatch):
                  for d in ("ours", "pyro"))
     assert ours["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-6)
     assert ours["bounds"] == pytest.approx(ref["bounds"], rel=1e-5)
+    params = [torch.load(tmp_path / d / "checkpoints" / "iwae-3.pt",
+                         weights_only=False)["param_store"]["params"] for d in ("ours", "pyro")]
+    assert len(params[0]) == 8
+    torch.testing.assert_close(params[0], params[1])
