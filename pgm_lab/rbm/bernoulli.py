@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["uniform", "bernoulli_logits"]
 
-NUMPY_MIN_SIZE = 4096
+NUMPY_MIN_SIZE = 2**15  # measured crossover on a 2-core x86 machine (64x100 RBM, batch 256)
 SCRATCH_MAX_SIZE = 2**22
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _local = threading.local()

@@ -195,11 +195,17 @@ class EnergyModel(PyroModule):
         """
         store = pyro.get_param_store()
         prefix = self._pyro_name
+        module_local = pyro.settings.get("module_local_params")
         for name, p in self.named_parameters():
             full = f"{prefix}.{name}" if prefix else name
             if full not in store or store.get_param(full) is not p:
                 store[full] = p
-            # attribute access inside forward emits the pyro.param site
+            if not module_local:
+                # the site PyroModule's attribute hook would emit, without its per-access
+                # settings lookups (a sizable share of a small training step)
+                pyro.param(full, p)
+                continue
+            # module-local param mode: let the attribute hook emit its own kind of site
             obj = self
             for part in name.split(".")[:-1]:
                 obj = getattr(obj, part)

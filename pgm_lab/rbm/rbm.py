@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pyro.optim
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -245,7 +244,8 @@ class RBM(EnergyModel):
                   \sum_{v \in B} F(v) - \tfrac{1}{C} \sum_{c} F(v^-_c)\Big]
 
         with SGD momentum and L2 ``weight_decay`` on ``W`` only (biases are not decayed, as
-        Hinton 2010 recommends).
+        Hinton 2010 recommends), applied by :class:`pgm_lab.optim.MultiTensorOptim` (a
+        ``pyro.optim.PyroOptim`` with one ``torch.optim.SGD`` for all parameters).
 
         Args:
             data: binary ``[N, V]``.
@@ -255,14 +255,15 @@ class RBM(EnergyModel):
             num_chains: persistent chains for PCD (default: ``batch_size``).
             seed, device, checkpoint, resume, progress, callbacks: see
                 :func:`pgm_lab.train.fit` (checkpoints include the persistent chains).
-            num_threads: torch intra-op threads during training only (restored afterwards);
-                ``None`` keeps the current setting. Small models (e.g. 64x100, minibatches
-                below a few hundred) train several times faster with ``1``: their GEMMs are
-                too small to split, and thread hand-offs dominate.
+            num_threads: torch threads during training only (restored afterwards), see
+                :func:`pgm_lab.train.fit`; ``None`` keeps the current setting. Small models
+                (e.g. 64x100, minibatches below a few hundred) train several times faster with
+                ``1``: their GEMMs are too small to split, and thread hand-offs dominate.
 
         Returns:
             :class:`pgm_lab.train.History`; its ``loss`` is the per-example CD objective.
         """
+        from ..optim import MultiTensorOptim
         from ..train import fit
         from .cd import ContrastiveDivergence
 
@@ -271,9 +272,6 @@ class RBM(EnergyModel):
         for arg, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"{arg} must be a finite number >= 0, got {value!r}")
-        if num_threads is not None and (isinstance(num_threads, bool)
-                                        or not isinstance(num_threads, int) or num_threads < 1):
-            raise ConfigError(f"num_threads must be a positive int or None, got {num_threads!r}")
         x = self.check_visible(data, name="data")
         loss = ContrastiveDivergence(k=k, persistent=method == "pcd", num_chains=num_chains,
                                      seed=seed)
@@ -282,17 +280,13 @@ class RBM(EnergyModel):
             decay = weight_decay if param_name.rsplit(".", 1)[-1] == "W" else 0.0
             return {"lr": lr, "momentum": momentum, "weight_decay": decay}
 
-        old_threads = torch.get_num_threads()
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
-        try:
-            return fit(self, None, x, loss=loss, optim=pyro.optim.SGD(optim_args),
-                       epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                       checkpoint=checkpoint, resume=resume, progress=progress,
-                       callbacks=callbacks, desc=f"rbm {method}-{k}")
-        finally:
-            if num_threads is not None:
-                torch.set_num_threads(old_threads)
+        # One torch SGD for W, b and c (W in its own group if decayed), not pyro.optim.SGD's
+        # three: each Optimizer.step has a fixed Python cost comparable to a small CD step.
+        optim = MultiTensorOptim(torch.optim.SGD, optim_args)
+        return fit(self, None, x, loss=loss, optim=optim, epochs=epochs, batch_size=batch_size,
+                   seed=seed, device=device, checkpoint=checkpoint, resume=resume,
+                   progress=progress, callbacks=callbacks, desc=f"rbm {method}-{k}",
+                   num_threads=num_threads)
 
     # ---- interop -----------------------------------------------------------------------------
 
