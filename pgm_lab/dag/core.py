@@ -342,7 +342,8 @@ class DAG:
         info = self._discrete()[self._check_name(name)]
         if info is None:
             if isinstance(value, str):
-                raise DAGError(f"node {name!r} is continuous; got the state name {value!r}")
+                raise DAGError(f"node {name!r} is continuous: expected a number or tensor, got "
+                               f"the state name {value!r}; try a float value")
             return _as_tensor(name, value, torch.get_default_dtype())
         if isinstance(value, str) or (isinstance(value, (list, tuple)) and value
                                       and all(isinstance(v, str) for v in value)):
@@ -400,7 +401,9 @@ class DAG:
                            f"{type(evidence).__name__}")
         for k in evidence:
             if k in self._interventions:
-                raise DAGError(f"node {k!r} is intervened on (do); it cannot also be observed")
+                raise DAGError(f"node {k!r} is intervened on (do): expected evidence on other "
+                               f"nodes, got {k!r}; try conditioning before do(), on another "
+                               "node")
         new = self._derive(self._spec)
         new._evidence = self._merge_evidence(evidence)
         new._discrete_cache = self._discrete_cache
@@ -436,12 +439,14 @@ class DAG:
         info = self._discrete()
         for k, v in interventions.items():
             if k in self._evidence:
-                raise DAGError(f"node {k!r} is observed; it cannot also be intervened on")
+                raise DAGError(f"node {k!r} is observed (condition): expected interventions on "
+                               f"unobserved nodes, got {k!r}; try do() on the unconditioned DAG")
             idx = self._to_index(k, v)
             if info[k] is not None:
                 if idx.dim() != 0:
-                    raise DAGError(f"do({k!r}=...) needs one state, got a tensor of shape "
-                                   f"{tuple(idx.shape)}")
+                    raise DAGError(f"do({k!r}=...) sets one value for every row: expected one "
+                                   f"state, got a tensor of shape {tuple(idx.shape)}; try "
+                                   "condition() for per-row values")
                 table = torch.zeros(info[k].card, dtype=torch.float64)
                 table[idx] = 1.0
                 if info[k].bernoulli:
@@ -608,7 +613,8 @@ class DAG:
         bad = [k for k, v in obs.items()
                if v.dim() > self._event_dim(k) and v.shape[0] not in (1, n)]
         if bad:
-            raise DAGError(f"evidence on {bad} has a batch size different from n={n}")
+            raise DAGError(f"expected evidence batches of size n={n} (or 1), got other sizes on "
+                           f"{bad}; try sample(n) with n equal to the evidence batch size")
         with torch.no_grad(), _rng(seed):
             values, _ = self._ancestral((n,), obs)
         return values
@@ -752,7 +758,7 @@ def _positive_int(value: Any, what: str) -> int:
     except TypeError:
         n = None
     if n is None or n < 1:
-        raise DAGError(f"{what} must be a positive int, got {value!r}; try {what}=1000")
+        raise DAGError(f"expected {what} to be a positive int, got {value!r}; try {what}=1000")
     return n
 
 

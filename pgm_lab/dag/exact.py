@@ -75,8 +75,8 @@ def _evidence(dag: DAG, evidence: Mapping[str, Any] | None
             raise DAGError(f"evidence on {k!r} must be a state or an index tensor [B], got "
                            f"shape {tuple(v.shape)}")
     if len(sizes) > 1:
-        raise DAGError(f"batched evidence tensors have different lengths {sorted(sizes)}; "
-                       "expected one batch size B")
+        raise DAGError(f"expected one batch size B for all evidence tensors, got lengths "
+                       f"{sorted(sizes)}; try tensors [B] of equal length")
     return scalar, batched, (sizes.pop() if sizes else None)
 
 

@@ -93,14 +93,17 @@ def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None,
     from .core import _rng
 
     if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"num_samples must be a positive int, got {num_samples!r}")
+        raise ConfigError(f"expected num_samples to be a positive int, got {num_samples!r}; "
+                          "try num_samples=1000")
     cond = dag.condition(evidence or {})
     if not cond._evidence:
-        raise DAGError("importance sampling needs evidence (at least one observed node)")
+        raise DAGError("importance sampling needs evidence: expected at least one observed "
+                       "node, got none; try log_evidence({'node': value}, method='importance')")
     obs = {k: cond._to_value(k, v) for k, v in cond._evidence.items()}
     sizes = cond._batch_sizes(obs)
     if len(sizes) > 1:
-        raise DAGError(f"batched evidence tensors have different lengths {sorted(sizes)}")
+        raise DAGError(f"expected one batch size B for all evidence tensors, got lengths "
+                       f"{sorted(sizes)}; try tensors [B] of equal length")
     b = sizes.pop() if sizes else None
     with _rng(seed):
         if guide is None:

@@ -113,7 +113,9 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
         return _fit_em(dag, data, pseudo_count, max_iter, tol)
     if method == "svi":
         if not (isinstance(pseudo_count, (int, float)) and pseudo_count == 0):
-            raise ConfigError("pseudo_count applies to method='counts' only")
+            raise ConfigError(f"pseudo_count applies to method='counts' and 'em': expected "
+                              f"pseudo_count=0 with method='svi', got {pseudo_count!r}; try "
+                              "a prior inside the conditionals")
         return _fit_svi(dag, data, guide, svi_kwargs)
     raise ConfigError(f"method must be 'auto', 'counts', 'em' or 'svi', got {method!r}")
 

@@ -8,7 +8,7 @@ import torch
 from pyro.infer.inspect import get_model_relations
 from pyro.poutine.util import site_is_subsample
 
-from pgm_lab import DAG, DAGError, cpt, node, read_bif
+from pgm_lab import DAG, DAGError, PgmLabError, cpt, node, read_bif
 from pgm_lab.errors import InferenceError
 
 SEED_SPEC = {
@@ -173,7 +173,7 @@ def test_condition_and_do_return_new_dags():
                                asia.posterior("xray", {"either": "yes"})["xray"])
     s = done.sample(100, seed=0)
     assert torch.all(s["either"] == 0)
-    with pytest.raises(DAGError, match="cannot also be intervened"):
+    with pytest.raises(DAGError, match="is observed \\(condition\\): expected interventions"):
         cond.do({"xray": "no"})
     g = DAG({"a": dist.Normal(0.0, 1.0), "b": lambda a: dist.Normal(a, 1.0)}).do({"a": 2.0})
     assert torch.all(g.sample(10, seed=0)["a"] == 2.0) and g.parents("b") == ("a",)
@@ -281,7 +281,7 @@ def test_sample_sizes_and_evidence_values_are_validated():
     assert dag.sample(np_int(3), seed=0)["lung"].shape == (3,)
     assert dag.sample(torch.tensor(2), seed=0)["lung"].shape == (2,)
     for bad in (0, -5, True, 2.5, "10"):
-        with pytest.raises(DAGError, match="n must be a positive int, got"):
+        with pytest.raises(DAGError, match="expected n to be a positive int, got"):
             dag.sample(bad)
     for bad in (None, ["yes", 1], object()):
         with pytest.raises(DAGError, match="node 'xray': expected a state name, an index"):
@@ -344,3 +344,26 @@ def test_node_checks_that_fn_takes_one_argument_per_parent():
     dag = DAG({"a": dist.Normal(0.0, 1.0), "b": dist.Normal(0.0, 1.0), "c": n,
                "d": node(lambda x, scale=2.0: dist.Normal(x, scale), ["c"])})
     assert dag.sample(3, seed=0)["d"].shape == (3,)
+
+
+def test_error_messages_say_what_was_expected_what_came_and_what_to_try():
+    asia = read_bif("asia")
+    g = DAG({"a": dist.Normal(0.0, 1.0), "b": lambda a: dist.Normal(a, 1.0)})
+    bad_calls = [
+        lambda: g.condition({"a": "high"}),
+        lambda: asia.do({"xray": "yes"}).condition({"xray": "no"}),
+        lambda: asia.condition({"xray": "yes"}).do({"xray": "no"}),
+        lambda: asia.do({"xray": torch.tensor([0, 1])}),
+        lambda: asia.condition({"xray": torch.tensor([0, 1])}).sample(3),
+        lambda: g.log_evidence({}, method="importance"),
+        lambda: g.log_evidence({"b": 1.0}, method="importance", num_samples=0),
+        lambda: g.log_evidence({"a": torch.zeros(2), "b": torch.zeros(3)}, method="importance"),
+        lambda: asia.posterior("lung", {"xray": torch.tensor([0, 1]), "dysp": torch.tensor([0])}),
+        lambda: g.fit({"a": torch.zeros(3), "b": torch.zeros(3)}, method="svi",
+                      pseudo_count=1.0),
+    ]
+    for call in bad_calls:
+        with pytest.raises(PgmLabError) as info:
+            call()
+        msg = str(info.value)
+        assert "expected" in msg and "got" in msg and "try" in msg, msg
