@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,7 @@ def _component(scopes: Mapping[str, set[str]], var: str) -> set[str]:
 
 
 def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
-              output: tuple[str, ...]) -> torch.Tensor:
+              output: tuple[str, ...], optimize: str = "auto") -> torch.Tensor:
     symbols: dict[str, str] = {}
     for _, names in factors:
         for v in names:
@@ -132,11 +133,11 @@ def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
     eq = ",".join("".join(symbols[v] for v in names) for _, names in factors)
     eq += "->" + "".join(symbols[v] for v in output)
     shapes = tuple(tuple(t.shape) for t, _ in factors)
-    key = (eq, shapes)
+    key = (eq, shapes, optimize)
     cache = dag._expressions
     expr = cache.get(key)
     if expr is None:
-        expr = opt_einsum.contract_expression(eq, *shapes, optimize="auto")
+        expr = opt_einsum.contract_expression(eq, *shapes, optimize=optimize)
         dims = {symbols[v]: d for (t, names) in factors for v, d in zip(names, t.shape)}
         largest = max((math.prod(dims[c] for c in step[2].split("->")[1])
                        for step in expr.contraction_list), default=1)
@@ -232,29 +233,36 @@ def _check_possible(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]
     """Raise :class:`DAGError` if the product of ``factors`` is zero everywhere (per row).
 
     ``sum_x prod_i f_i(x) > 0`` iff some assignment makes every factor positive, so only the
-    supports ``f_i > 0`` matter (counts of admissible assignments: no underflow), and only
-    of factors with a zero entry: the others are positive everywhere. Factors sharing no
-    variable with the others are checked on their own, without a contraction.
+    supports ``f_i > 0`` of factors with a zero entry matter (the others are positive
+    everywhere). A variable found in one support only is eliminated there by "exists"
+    (``any`` over its axis), and a support that becomes all true is dropped; what is left
+    after this peeling (variables shared by several supports) is contracted as 0/1 tensors,
+    counting admissible assignments (no underflow).
     """
-    groups: list[tuple[set[str], list[tuple[torch.Tensor, tuple[str, ...]]]]] = []
-    for t, names in factors:
-        if bool((t > 0).all()):
-            continue
-        support = ((t > 0).to(torch.float64), names)
-        vs = set(names) - {_BATCH}
-        joined = [g for g in groups if g[0] & vs]
-        for g in joined:
-            groups.remove(g)
-            vs |= g[0]
-        groups.append((vs, [f for g in joined for f in g[1]] + [support]))
-    for _, group in groups:
-        batched = any(_BATCH in names for _, names in group)
-        if len(group) == 1:
-            t, names = group[0]
-            count = t.reshape(t.shape[0], -1).sum(-1) if batched else t.sum()
-        else:
-            count = _contract(dag, group, (_BATCH,) if batched else ())
-        _normalize(count.unsqueeze(-1), batch_out if batched else ())
+    supports = [(t > 0, names) for t, names in factors if not bool((t > 0).all())]
+    changed = True
+    while changed and supports:
+        changed = False
+        uses = Counter(v for _, names in supports for v in names if v != _BATCH)
+        kept = []
+        for t, names in supports:
+            private = tuple(i for i, v in enumerate(names) if v != _BATCH and uses[v] == 1)
+            if private:
+                t = t.any(dim=private)
+                names = tuple(v for i, v in enumerate(names) if i not in private)
+                changed = True
+            if bool(t.all()):
+                changed = True
+                continue
+            kept.append((t, names))
+        supports = kept
+    if not supports:
+        return
+    batched = any(_BATCH in names for _, names in supports)
+    # 0/1 supports: the greedy path is cheap to find and good enough
+    count = _contract(dag, [(t.to(torch.float64), names) for t, names in supports],
+                      (_BATCH,) if batched else (), optimize="greedy")
+    _normalize(count.unsqueeze(-1), batch_out if batched else ())
 
 
 def _normalize(joint: torch.Tensor, batch_out: tuple[str, ...]) -> torch.Tensor:
