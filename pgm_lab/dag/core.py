@@ -751,14 +751,14 @@ def _as_tensor(name: str, value: Any, dtype: torch.dtype | None) -> torch.Tensor
                        f"them, got {value!r} ({exc}); try e.g. torch.tensor([0, 1])") from exc
 
 
-def _positive_int(value: Any, what: str) -> int:
+def _positive_int(value: Any, what: str, error: type[Exception] = DAGError) -> int:
     """``value`` as a Python int >= 1 (numpy/torch integer scalars accepted, bools not)."""
     try:
         n = operator.index(value) if not isinstance(value, bool) else None
     except TypeError:
         n = None
     if n is None or n < 1:
-        raise DAGError(f"expected {what} to be a positive int, got {value!r}; try {what}=1000")
+        raise error(f"expected {what} to be a positive int, got {value!r}; try {what}=1000")
     return n
 
 

@@ -90,11 +90,9 @@ def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None,
     Returns:
         :class:`ImportanceResult` with fields of shape ``[]`` or ``[B]``.
     """
-    from .core import _rng
+    from .core import _positive_int, _rng
 
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"expected num_samples to be a positive int, got {num_samples!r}; "
-                          "try num_samples=1000")
+    num_samples = _positive_int(num_samples, "num_samples", ConfigError)
     cond = dag.condition(evidence or {})
     if not cond._evidence:
         raise DAGError("importance sampling needs evidence: expected at least one observed "

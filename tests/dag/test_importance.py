@@ -80,6 +80,12 @@ def test_importance_errors():
 
     with pytest.raises(DAGError, match="does not sample \\['b'\\]"):
         dag.log_evidence({"c": 0.0}, method="importance", guide=partial_guide, num_samples=10)
+    for bad in (0, True, 2.5):  # True was a TypeError deep inside the sampler
+        with pytest.raises(ConfigError, match="expected num_samples to be a positive int"):
+            dag.log_evidence({"c": 0.0}, method="importance", num_samples=bad)
+    import numpy as np
+
+    assert dag.log_evidence({"c": 0.0}, method="importance", num_samples=np.int64(5)).shape == ()
 
 
 def test_vector_valued_evidence_is_one_row_not_a_batch():
