@@ -13,10 +13,12 @@ grammar handled::
         property ... ;
     }
 
-with ``//`` and ``/* */`` comments. Numbers are parsed with Python's ``float`` (correctly
-rounded) and written with ``repr`` (shortest string that round-trips), so
-``read_bif(to_bif(dag))`` reproduces every float64 exactly; rows are written first parent
-fastest, like bnlearn and pgmpy, so files in that layout are reproduced byte for byte.
+with ``//`` and ``/* */`` comments, blocks in any order (a probability block may come before
+the variable blocks it uses; probability blocks are parsed after all variables are read).
+Numbers are parsed with Python's ``float`` (correctly rounded) and written with ``repr``
+(shortest string that round-trips), so ``read_bif(to_bif(dag))`` reproduces every float64
+exactly; rows are written first parent fastest, like bnlearn and pgmpy, so files in that
+layout are reproduced byte for byte.
 
 Reference: F. G. Cozman, "The Interchange Format for Bayesian Networks", 1998
 (http://www.cs.cmu.edu/~fgcozman/Research/InterchangeFormat/); bnlearn repository,
@@ -36,6 +38,7 @@ import torch
 
 from ..errors import DAGError
 from .core import DAG, ROW_SUM_ATOL
+from .graph import suggest
 from .spec import CPT
 
 __all__ = ["parse_bif", "read_bif", "to_bif"]
@@ -111,6 +114,19 @@ class _Scanner:
             return True
         return False
 
+    def skip_block(self) -> None:
+        """Move past the next ``{ ... }`` (to the end of the text if it is not closed)."""
+        i = self.i
+        for brace in ("{", "}"):
+            try:  # list.index runs in C; a match must also be punctuation, not a property
+                i = self.vals.index(brace, i)
+                while self.kinds[i] != "punct":
+                    i = self.vals.index(brace, i + 1)
+            except ValueError:
+                self.i = self.n
+                return
+        self.i = i + 1
+
     def names(self, close: str, what: str) -> list[str]:
         """``a, b, c`` up to the closing punctuation ``close`` (consumed)."""
         kinds, vals, i, n = self.kinds, self.vals, self.i, self.n
@@ -182,6 +198,7 @@ def parse_bif(text: str, source: str = "<string>") -> DAG:
     var_props: dict[str, list[str]] = {}
     var_line: dict[str, int] = {}
     blocks: dict[str, tuple] = {}
+    prob_starts: list[int] = []
     while sc.peek() is not None:
         kw, line = sc.word("'network', 'variable' or 'probability'")
         if kw == "network":
@@ -226,23 +243,29 @@ def parse_bif(text: str, source: str = "<string>") -> DAG:
             if var not in states:
                 raise DAGError(f"{source}:{vline}: variable {var!r} has no 'type discrete' line")
         elif kw == "probability":
-            sc.expect("(")
-            child, cline = sc.word("a variable name")
-            parents: list[str] = []
-            if sc.accept("|"):
-                parents = sc.names(")", "a parent name")
-            else:
-                sc.expect(")")
-            for v in (child, *parents):
-                if v not in states:
-                    raise DAGError(f"{source}:{cline}: probability block uses variable {v!r}, "
-                                   "which is not declared (declare it before its probability)")
-            if child in blocks:
-                raise DAGError(f"{source}:{cline}: second probability block for {child!r}")
-            blocks[child] = _read_block(sc, child, parents, states, cline)
+            # parsed after every variable is declared: BIF does not order the blocks
+            prob_starts.append(sc.i)
+            sc.skip_block()
         else:
             raise DAGError(f"{source}:{line}: malformed BIF: expected 'network', 'variable' or "
                            f"'probability', got {kw!r}")
+    for start in prob_starts:
+        sc.i = start
+        sc.expect("(")
+        child, cline = sc.word("a variable name")
+        parents: list[str] = []
+        if sc.accept("|"):
+            parents = sc.names(")", "a parent name")
+        else:
+            sc.expect(")")
+        for v in (child, *parents):
+            if v not in states:
+                raise DAGError(f"{source}:{cline}: probability block uses variable {v!r}, "
+                               f"which is not declared{suggest(v, states)}; try adding "
+                               f"'variable {v} {{ type discrete [ K ] {{ ... }}; }}'")
+        if child in blocks:
+            raise DAGError(f"{source}:{cline}: second probability block for {child!r}")
+        blocks[child] = _read_block(sc, child, parents, states, cline)
     for var in states:
         if var not in blocks:
             raise DAGError(f"{source}:{var_line[var]}: variable {var!r} has no probability block")

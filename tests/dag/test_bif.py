@@ -166,3 +166,19 @@ def test_files_with_a_byte_order_mark_or_crlf_line_ends_are_read(tmp_path):
     crlf = tmp_path / "crlf.bif"
     crlf.write_bytes(dag.to_bif().replace("\n", "\r\n").encode())
     _same(dag, read_bif(crlf))
+
+
+def test_probability_blocks_may_precede_the_variables_they_use():
+    # BIF does not order the blocks (pgmpy's reader accepts this file too)
+    text = ("network toy { }\n"
+            "probability ( b | a ) { (u) 0.9, 0.1; (v) 0.2, 0.8; }\n"
+            "variable b { type discrete [ 2 ] { s, t }; }\n"
+            "probability ( a ) { table 0.3, 0.7; }\n"
+            "variable a { type discrete [ 2 ] { u, v }; }\n")
+    dag = parse_bif(text)
+    assert dag.nodes == ("a", "b") and dag.states("b") == ("s", "t")
+    torch.testing.assert_close(dag.tables(["b"])["b"], torch.tensor(
+        [[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64))
+    _same(dag, parse_bif(dag.to_bif()))
+    with pytest.raises(DAGError, match="<string>:2: .*variable 'c', which is not declared"):
+        parse_bif(text.replace("( b | a )", "( b | c )"))
