@@ -27,6 +27,7 @@ from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .optim import Adam
 
 __all__ = [
     "fit",
@@ -210,7 +211,9 @@ def fit(
         loss: a :class:`pyro.infer.ELBO` (default ``Trace_ELBO()``); any object with
             ``loss_and_grads(model, guide, *args)`` works. If it has ``state_dict()`` /
             ``load_state_dict()`` (e.g. persistent chains) that state is checkpointed too.
-        optim: a :class:`pyro.optim.PyroOptim` (default ``Adam(lr=1e-3)``).
+        optim: a :class:`pyro.optim.PyroOptim` (default :func:`pgm_lab.optim.Adam` with
+            ``lr=1e-3``: the same updates as ``pyro.optim.Adam``, stepping all parameters with
+            one multi-tensor optimizer).
         epochs: total number of epochs (a resumed run continues up to this number).
         batch_size: minibatch size ``B`` (the last batch of an epoch may be smaller).
         seed: seeds torch, numpy, python ``random`` and the shuffling generator; ``None`` keeps
@@ -264,7 +267,7 @@ def fit(
     for mod in _modules_of(model, guide):
         mod.to(dev)
     loss = Trace_ELBO() if loss is None else loss
-    optim = pyro.optim.Adam({"lr": 1e-3}) if optim is None else optim
+    optim = Adam({"lr": 1e-3}) if optim is None else optim
     if seed is not None:
         pyro.set_rng_seed(seed)
     gen = torch.Generator(device="cpu")
