@@ -48,7 +48,9 @@ _TOKEN = re.compile(
     re.DOTALL,
 )
 _KINDS = (None, "comment", "prop", "punct", "word")
-_SAFE_NAME = re.compile(r"(?!.*//)(?!.*/\*)[^\s{}\[\]();,|]+")
+# a BIF token: no whitespace or punctuation, no comment opener, and not the keyword "property"
+# (the scanner reads "property ...;" as a property line wherever it appears)
+_SAFE_NAME = re.compile(r"(?!.*//)(?!.*/\*)(?!property$)[^\s{}\[\]();,|]+")
 
 
 class _Scanner:
@@ -410,8 +412,9 @@ def to_bif(dag: DAG, path: str | os.PathLike | None = None) -> str:
     for n in order:
         for s in (n, *info[n].states):
             if not _SAFE_NAME.fullmatch(s):
-                raise DAGError(f"{s!r} (node {n!r}) is not a valid BIF name: no spaces or "
-                               "{}[]();,| characters, no // or /*")
+                raise DAGError(f"{s!r} (node {n!r}) is not a valid BIF name: expected no spaces "
+                               "or {}[]();,| characters, no // or /*, and not 'property', got "
+                               f"{s!r}; try renaming it")
     lines = [f"network {dag.name} {{"]
     lines += [f"  property {p};" for p in dag.properties]
     lines.append("}")

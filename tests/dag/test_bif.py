@@ -145,6 +145,13 @@ def test_cycle_in_file_and_unwritable_networks():
         DAG({"a": dist.Bernoulli(0.5), "y": lambda a: dist.Normal(a, 1.0)}).to_bif()
     with pytest.raises(DAGError, match="not a valid BIF name"):
         DAG({"a": cpt([], [0.5, 0.5], states=["no way", "ok"])}).to_bif()
+    # the scanner reads "property ...;" as a property line: such names cannot round-trip
+    for spec in ({"property": cpt([], [0.5, 0.5])},
+                 {"a": cpt([], [0.5, 0.5], states=["x", "property"])}):
+        with pytest.raises(DAGError, match="'property'.*not a valid BIF name"):
+            DAG(spec).to_bif()
+    ok = DAG({"properties": cpt([], [0.5, 0.5], states=["property_x", "y"])})
+    _same(ok, parse_bif(ok.to_bif()))
 
 
 def test_tabulated_callables_and_bernoulli_roots_are_written_as_tables():
