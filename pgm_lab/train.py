@@ -248,7 +248,8 @@ def fit(
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
     if resume and checkpoint is None:
         raise ConfigError("resume=True needs checkpoint=<path>")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+    if num_threads is not None and (isinstance(num_threads, bool)
+                                    or not isinstance(num_threads, int) or num_threads < 1):
         raise ConfigError(f"num_threads must be a positive int or None, got {num_threads!r}")
     if num_threads is not None:
         saved_threads = torch.get_num_threads()

@@ -145,6 +145,7 @@ def test_resume_from_garbage_checkpoint_raises(tmp_path):
         ({"resume": True}, ConfigError, "checkpoint"),
         ({"device": "tpu9"}, ConfigError, "device"),
         ({"num_threads": 0}, ConfigError, "num_threads"),
+        ({"num_threads": True}, ConfigError, "num_threads"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
-from pyro import poutine
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..errors import ConfigError, InferenceError
 from ..train import progress_enabled
 from .diagnostics import khat_from_top, psis_tail_size
-from .weights import guess_max_plate_nesting, log_weights, vectorized_traces
+from .weights import guess_max_plate_nesting, log_weights, probe_traces, vectorized_traces
 
 __all__ = ["elbo", "iwae", "iwae_curve", "BoundEstimates", "CHUNK_ELEMENTS"]
 
@@ -55,14 +54,7 @@ def _check_count(name: str, value: object) -> int:
 def _per_particle_elements(model: Callable, guide: Callable, args: tuple,
                            kwargs: dict[str, Any]) -> int:
     """Elements of all sample-site values of one particle (RNG state left untouched)."""
-    rng = torch.get_rng_state()
-    try:
-        with poutine.block():
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                *args, **kwargs)
-    finally:
-        torch.set_rng_state(rng)
+    guide_trace, model_trace = probe_traces(model, guide, args, kwargs)
     return sum(site["value"].numel() for tr in (guide_trace, model_trace)
                for site in tr.nodes.values()
                if site["type"] == "sample" and isinstance(site["value"], torch.Tensor))

@@ -48,9 +48,9 @@ class LogWeights(NamedTuple):
     has_global_sample_sites: bool
 
 
-def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple,
-                            kwargs: dict[str, Any]) -> int:
-    """Run guide and model once to find the deepest plate; the RNG state is left untouched.
+def probe_traces(model: Callable, guide: Callable, args: tuple,
+                 kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """One ``(guide_trace, model_trace)`` pair, leaving torch's RNG state untouched.
 
     Restoring the RNG keeps the draws of the first step identical to those of an objective
     that does not probe (e.g. ``Trace_ELBO``), so results do not depend on the probe.
@@ -63,6 +63,13 @@ def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple,
                 *args, **kwargs)
     finally:
         torch.set_rng_state(rng)
+    return guide_trace, model_trace
+
+
+def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple,
+                            kwargs: dict[str, Any]) -> int:
+    """Run guide and model once (see :func:`probe_traces`) to find the deepest plate."""
+    guide_trace, model_trace = probe_traces(model, guide, args, kwargs)
     dims = [frame.dim for tr in (model_trace, guide_trace) for site in tr.nodes.values()
             if site["type"] == "sample" for frame in site["cond_indep_stack"] if frame.vectorized]
     return -min(dims) if dims else 0
