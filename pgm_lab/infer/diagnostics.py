@@ -49,7 +49,9 @@ def psis_khat(log_weights: torch.Tensor) -> torch.Tensor:
     :func:`pyro.infer.importance.psis_diagnostic` does for one whole-model weight (Vehtari,
     Simpson, Gelman, Yao & Gabry 2015, "Pareto Smoothed Importance Sampling"; Yao et al.
     2018, "Yes, but Did It Work?"). :math:`\hat k < 0.5`: the guide is a good proposal for
-    that point; :math:`\hat k > 0.7`: importance weights are unreliable.
+    that point; :math:`\hat k > 0.7`: importance weights are unreliable. A column whose
+    mass sits on fewer than ``M + 1`` particles (the rest below ``1e-15`` of the largest)
+    gets :math:`+\infty`; a column whose top weights are all tied gets :math:`-\infty`.
 
     Raises:
         ConfigError: ``K`` too small for a tail of at least 10 weights (``K < 50``).
@@ -80,8 +82,11 @@ def khat_from_top(top: torch.Tensor, num_particles: int) -> torch.Tensor:
         cutoff = max(floor, float(col[m])) if col.shape[0] > m else floor
         tail = col[col > cutoff]
         if tail.numel() < MIN_PSIS_TAIL:
-            # Degenerate (e.g. all weights equal): no heavy tail at all.
-            out[n] = -math.inf
+            # Too few weights above the cutoff. If the cutoff is the 1e-15 floor, fewer than
+            # M + 1 particles carry all the mass: the worst case, +inf (Pyro's
+            # psis_diagnostic also returns inf). Otherwise the top weights are tied (e.g.
+            # the exact posterior as guide): bounded weights, no tail at all, -inf.
+            out[n] = math.inf if cutoff == floor else -math.inf
             continue
         out[n] = fit_generalized_pareto(tail.exp() - math.exp(cutoff))[0]
     return out

@@ -74,3 +74,23 @@ def test_posterior_means_exact_for_encoders_and_monte_carlo_otherwise(lg):
 def test_khat_needs_enough_particles():
     with pytest.raises(ConfigError, match="num_particles >= 50"):
         psis_khat(torch.randn(20, 3))
+
+
+def test_khat_is_inf_when_a_few_particles_carry_all_the_weight():
+    # Column 0: one particle dominates (all others 1e-87 of it) -- the worst proposal, which
+    # Pyro's psis_diagnostic reports as inf; it used to come out as -inf ("perfect").
+    # Column 1: every weight equal (the exact posterior as guide): no tail, -inf.
+    lw = torch.zeros(100, 2, dtype=torch.float64)
+    lw[1:, 0] = -200.0
+    khat = psis_khat(lw)
+    assert khat[0] == float("inf") and khat[1] == float("-inf")
+    with pytest.warns(UserWarning, match="Not enough tail samples"):
+        expected = psis_diagnostic(_fixed_weight_model(lw[:, 0]), lambda: None,
+                                   num_particles=100)
+    assert expected == float("inf")
+
+
+def _fixed_weight_model(log_weights):
+    """A model whose importance weights (guide: nothing) are ``log_weights`` in turn."""
+    it = iter(log_weights.tolist())
+    return lambda: pyro.factor("w", torch.tensor(next(it)))
