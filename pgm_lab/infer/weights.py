@@ -31,8 +31,7 @@ class LogWeights(NamedTuple):
 
     Attributes:
         local: ``[K, N]`` :math:`\\sum_{s \\in \\text{data plate}} \\log p_s - \\log q_s` per
-            particle ``k`` and data point ``n``, *unscaled* (zeros ``[K, 1]`` if no site is in
-            the data plate).
+            particle ``k`` and data point ``n``, *unscaled*.
         glob: ``[K]`` scaled :math:`\\sum_{s \\notin \\text{data plate}} \\log p_s - \\log q_s`.
         scale: the common scale (float) of the data-plate sites, e.g. ``N / B`` under
             minibatching; 1.0 when there is none.
@@ -127,7 +126,8 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
 
     Raises:
         InferenceError: a latent guide site is not reparameterizable (use Pyro's RenyiELBO or
-            TraceGraph_ELBO), or the data-plate sites carry different scales.
+            TraceGraph_ELBO) or not in the model, no site lies in plate ``plate_name``, or the
+            data-plate sites carry different scales.
     """
     total = max_plate_nesting + 1  # particle dim + plate dims
     local: torch.Tensor | float = 0.0
@@ -145,6 +145,12 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
                 continue
             fn = site["fn"]
             is_guide_latent = sign < 0 and not site["is_observed"]
+            if is_guide_latent and name not in model_trace.nodes:
+                # Its log q would enter the weight without a matching log p: a wrong bound.
+                raise InferenceError(
+                    f"guide site {name!r} is not a site of the model (model sample sites: "
+                    f"{_sample_sites(model_trace)}); expected matching site names; try "
+                    "the guide's site=<name> argument")
             if is_guide_latent and not getattr(fn, "has_rsample", False):
                 raise InferenceError(
                     f"guide site {name!r} ({type(fn).__name__}) is not reparameterizable; "
@@ -176,14 +182,24 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
             scales.add(_site_scale(site))
             if is_guide_latent:
                 latents.append((site["value"], frame.dim, len(fn.event_shape)))
+    if not isinstance(local, torch.Tensor):
+        # Without any site in the data plate the logsumexp over particles would run over a
+        # constant: IWAE would silently degrade to an ELBO.
+        raise InferenceError(
+            f"no sample site lies in a plate named {plate_name!r} (model sample sites: "
+            f"{_sample_sites(model_trace)}); expected the local latents and observations in "
+            f"pyro.plate({plate_name!r}, N); try plate_name=<your data plate's name>")
     if len(scales) > 1:
         raise InferenceError(
             f"sites in plate {plate_name!r} have different scales {sorted(scales)}; expected "
             "one scale for the whole data plate so it can be applied outside the logsumexp")
     k = num_particles or 1
-    local_t = torch.as_tensor(local).reshape(-1, 1) if not isinstance(local, torch.Tensor) \
-        else local
-    local_t = local_t.expand(k, local_t.shape[1]) if local_t.shape[0] == 1 else local_t
+    local_t = local.expand(k, local.shape[1]) if local.shape[0] == 1 else local
     glob_t = torch.as_tensor(glob).reshape(-1) if not isinstance(glob, torch.Tensor) else glob
     glob_t = glob_t.expand(k) if glob_t.shape[0] == 1 else glob_t
     return LogWeights(local_t, glob_t, scales.pop() if scales else 1.0, latents, has_global)
+
+
+def _sample_sites(trace: poutine.Trace) -> list[str]:
+    return [n for n, s in trace.nodes.items()
+            if s["type"] == "sample" and not site_is_subsample(s)]

@@ -5,6 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
+from pyro.infer.importance import vectorized_importance_weights
 
 from pgm_lab.errors import ConfigError, InferenceError
 from pgm_lab.guides import AmortizedNormal
@@ -279,3 +280,29 @@ def test_one_particle_dreg_equals_stl():
     dreg, dreg_grads = _loss_and_grads(IWAE(1, "dreg"), vae.model, guide, x, seed=3)
     assert dreg == stl
     torch.testing.assert_close(dreg_grads, stl_grads, rtol=0, atol=0)
+
+
+def test_guide_sites_missing_from_the_model_and_models_without_the_data_plate_raise():
+    x = torch.bernoulli(torch.full((5, 4), 0.5))
+    vae = VAE(4, 2, (8,))
+    # A guide for site "w" used to enter the weight with its log q but no log p (and the
+    # model's "z" came from the prior): a silently wrong bound.
+    bad_guide = AmortizedNormal(4, 2, (8,), site="w")
+    with pytest.raises(InferenceError, match="guide site 'w' is not a site of the model"):
+        IWAE(num_particles=5).loss(vae.model, bad_guide, x)
+    with pytest.raises(InferenceError, match="guide site 'w'"):
+        iwae(vae.model, bad_guide, x, num_particles=5)
+    # A model whose plate is not named "data" used to train as a plain ELBO under IWAE(K)
+    # (the logsumexp ran over constants); now it is refused, and plate_name fixes it.
+    vae_obs = VAE(4, 2, (8,), plate_name="obs")
+    guide_obs = AmortizedNormal(4, 2, (8,), plate_name="obs")
+    with pytest.raises(InferenceError, match="no sample site lies in a plate named 'data'"):
+        IWAE(num_particles=5).loss(vae_obs.model, guide_obs, x)
+    # One row: Pyro's whole-batch importance weights are the per-point ones.
+    pyro.set_rng_seed(3)
+    ours = IWAE(num_particles=5, plate_name="obs").loss(vae_obs.model, guide_obs, x[:1])
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        lw, _, _ = vectorized_importance_weights(vae_obs.model, guide_obs, x[:1],
+                                                 num_samples=5, max_plate_nesting=1)
+    assert ours == pytest.approx(-float(torch.logsumexp(lw, 0) - math.log(5)), rel=1e-6)
