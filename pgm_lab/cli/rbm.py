@@ -71,6 +71,26 @@ def _log_likelihoods(rbm, train: torch.Tensor, test: torch.Tensor, args) -> dict
     return out
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad evaluation/output settings before training, not after it."""
+    from ..errors import ConfigError
+    from ..rbm.partition import MAX_EXACT_UNITS
+
+    for flag, value, lo, hi in (("--max-exact-units", args.max_exact_units, 0, MAX_EXACT_UNITS),
+                                ("--ais-runs", args.ais_runs, 2, None),
+                                ("--ais-betas", args.ais_betas, 10, None),
+                                ("--gibbs-steps", args.gibbs_steps, 0, None)):
+        if value < lo or (hi is not None and value > hi):
+            bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            hint = (" (exact log Z enumerates 2^units states; larger layers use AIS)"
+                    if flag == "--max-exact-units" else "")
+            raise ConfigError(f"{flag} must be {bound}, got {value}{hint}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out must be a folder, got the existing file {str(out)!r}; "
+                          "pass a new or existing folder")
+
+
 def _filters(w: torch.Tensor) -> torch.Tensor:
     # one image per hidden unit, each scaled to [0, 1]
     f = w.detach().T
@@ -87,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from ..rbm.diagnostics import plot_trace, summary, to_inference_data
     from ..train import resolve_device
 
+    _check_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir, binarize="static")

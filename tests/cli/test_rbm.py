@@ -49,3 +49,21 @@ def test_rbm_command_ais_evaluation_brackets_exact(tmp_path):
 def test_rbm_command_reports_bad_arguments(tmp_path, capsys):
     assert main(["rbm", "--dataset", "bars", "--hidden", "0", "--out", str(tmp_path)]) == 1
     assert "n_hidden must be a positive int" in capsys.readouterr().err
+
+
+def test_rbm_command_refuses_bad_settings_before_training(tmp_path, capsys, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("bad settings must be refused before training")
+
+    monkeypatch.setattr(RBM, "fit", no_training)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    cases = [(["--ais-runs", "1"], "--ais-runs must be >= 2, got 1"),
+             (["--ais-betas", "5"], "--ais-betas must be >= 10, got 5"),
+             (["--gibbs-steps", "-1"], "--gibbs-steps must be >= 0, got -1"),
+             (["--max-exact-units", "40"], "--max-exact-units must be in [0, 25], got 40"),
+             (["--out", str(afile)], "--out must be a folder")]
+    for extra, match in cases:
+        argv = [*COMMON, "--out", str(tmp_path / "o"), *extra]
+        assert main(argv) == 1, extra
+        assert match in capsys.readouterr().err
