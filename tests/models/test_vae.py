@@ -93,3 +93,24 @@ def test_works_with_pyro_mean_field_elbo_and_matches_our_estimator():
     se = float((curve.stderr[1] ** 2).sum().sqrt())  # MC standard error of our sum
     # The analytic KL only removes variance, so sqrt(2) * se bounds the sd of the difference.
     assert abs(-mf.loss(vae.model, guide, x) - ours) / (2**0.5 * se) < 4.0
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_nan_or_inf_data_is_a_clear_error(likelihood):
+    # NaN used to reach the guide's Normal (a Pyro support error about z) or the Bernoulli
+    # check ("needs binary x"), neither naming the missing values.
+    vae, guide = VAE(4, 2, (3,), likelihood), AmortizedNormal(4, 2, (3,))
+    x = torch.zeros(3, 4)
+    x[1, 2] = float("nan")
+    with pytest.raises(DataError, match=r"x must be finite, got nan at x\[1, 2\]"):
+        IWAE(2).loss(vae.model, guide, x)
+    with pytest.raises(DataError, match="must be finite"):
+        vae.model(x)
+    x[1, 2] = float("inf")
+    with pytest.raises(DataError, match=r"got inf at x\[1, 2\]"):
+        guide.encode(x)
+    with pytest.raises(DataError, match="must be finite"):
+        iwae_curve(vae.model, guide, x, ks=(1, 2))
+    x[1, 2] = 3e38  # finite values whose sum overflows are still accepted
+    x[0, 0] = 3e38
+    assert vae.reconstruct(x, guide).shape == (3, 4)
