@@ -162,16 +162,26 @@ class EnergyModel(PyroModule):
 
         return log_partition(self, method=method, **kwargs)
 
-    def log_prob(self, v: torch.Tensor, log_z: torch.Tensor | float | None = None) -> torch.Tensor:
+    def log_prob(self, v: torch.Tensor, log_z: object = None) -> torch.Tensor:
         r"""Normalized :math:`\log p(v) = -F(v) - \log Z`, ``[N, V] -> [N]``.
 
-        ``log_z`` defaults to the exact :meth:`log_partition` (refused for large models: pass
-        an AIS estimate then). Computed in the parameters' dtype, without gradients (``log Z`` is
-        not differentiated; train with :class:`~pgm_lab.rbm.ContrastiveDivergence`).
+        ``log_z`` (a number, scalar tensor or :class:`~pgm_lab.rbm.AISResult`, whose
+        ``log_z`` is used) defaults to the exact :meth:`log_partition` (refused for large
+        models: pass an AIS estimate then). Computed in the parameters' dtype, without
+        gradients (``log Z`` is not differentiated; train with
+        :class:`~pgm_lab.rbm.ContrastiveDivergence`).
         """
+        from .partition import AISResult
+
         v = self.check_visible(v)
         if log_z is None:
             log_z = self.log_partition("exact")
+        elif isinstance(log_z, AISResult):
+            log_z = log_z.log_z
+        elif not (isinstance(log_z, (int, float)) and not isinstance(log_z, bool)
+                  or torch.is_tensor(log_z) and log_z.numel() == 1):
+            raise ConfigError(f"log_z must be a number, a scalar tensor or an AISResult, got "
+                              f"{type(log_z).__name__}; try model.log_partition('ais')")
         with torch.no_grad():
             return -self.free_energy(v) - torch.as_tensor(log_z, dtype=v.dtype, device=v.device)
 

@@ -68,6 +68,9 @@ def exact_log_partition(model: EnergyModel, *, max_units: int = MAX_EXACT_UNITS,
     """
     from .rbm import RBM
 
+    for arg, value, lo in (("max_units", max_units, 0), ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ConfigError(f"{arg} must be an int >= {lo}, got {value!r}")
     by_hidden = isinstance(model, RBM) and type(model).energy is RBM.energy and \
         model.n_hidden <= model.n_visible
     n = model.n_hidden if by_hidden else model.n_visible
@@ -248,6 +251,9 @@ def ais(
                              "use exact_log_partition for custom energies")
     if not isinstance(num_runs, int) or num_runs < 2:
         raise ConfigError(f"num_runs must be an int >= 2, got {num_runs!r}")
+    if isinstance(reverse_burn_in, bool) or not isinstance(reverse_burn_in, int) \
+            or reverse_burn_in < 0:
+        raise ConfigError(f"reverse_burn_in must be an int >= 0, got {reverse_burn_in!r}")
     if betas is None:
         betas = ais_schedule(num_betas)
     else:

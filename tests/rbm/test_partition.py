@@ -63,3 +63,21 @@ def test_ais_with_explicit_betas_and_reverse_init():
               reverse=True, reverse_init=v, seed=0)
     assert_close(res.log_z, exact_log_partition(rbm), atol=0.05, rtol=0)
     assert res.reverse.log_weights.shape == (50,)
+
+
+def test_log_partition_and_log_prob_argument_validation():
+    rbm = random_rbm(4, 3, 1.0, 0)
+    for kwargs, match in (({"chunk_size": 0}, "chunk_size must be an int >= 1, got 0"),
+                          ({"max_units": -1}, "max_units must be an int >= 0, got -1"),
+                          ({"max_units": 2.5}, "max_units must be an int")):
+        with pytest.raises(ConfigError, match=match):
+            rbm.log_partition("exact", **kwargs)
+    for burn_in in (-3, 2.5, True):  # -3 used to skip the burn-in silently
+        with pytest.raises(ConfigError, match="reverse_burn_in must be an int >= 0"):
+            ais(rbm, num_betas=20, reverse=True, reverse_burn_in=burn_in)
+    # an AISResult stands for its estimate; other objects are refused clearly
+    v = torch.tensor([[1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    res = ais(rbm, num_betas=20)
+    torch.testing.assert_close(rbm.log_prob(v, log_z=res), rbm.log_prob(v, log_z=res.log_z))
+    with pytest.raises(ConfigError, match="log_z must be a number"):
+        rbm.log_prob(v, log_z="12")
