@@ -205,7 +205,11 @@ class RBM(EnergyModel):
             if flip is None:
                 i = torch.randint(d, (n,), generator=generator).to(v.device)
             else:
-                i = torch.as_tensor(flip, dtype=torch.long, device=v.device)
+                i = torch.as_tensor(flip, device=v.device)
+                if i.is_floating_point() or i.is_complex() or i.dtype == torch.bool:
+                    raise DataError(f"flip must hold integer unit indices, got dtype {i.dtype}; "
+                                    "try flip.long() if the values are whole numbers")
+                i = i.long()
                 if i.shape != (n,) or (i < 0).any() or (i >= d).any():
                     raise DataError(f"flip must hold {n} unit indices in [0, {d}), got shape "
                                     f"{tuple(i.shape)}")

@@ -191,3 +191,14 @@ def test_fit_num_threads_applies_during_training_only():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_pseudo_likelihood_flip_must_be_integer_indices():
+    rbm = random_rbm(4, 3, 1.0, 0)
+    v = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    want = rbm.pseudo_likelihood(v, flip=torch.tensor([0, 3]))
+    assert_close(rbm.pseudo_likelihood(v, flip=[0, 3]), want)
+    # 0.7 and 3.9 used to be truncated silently to units 0 and 3
+    for bad in (torch.tensor([0.7, 3.9]), [0.7, 3.9], torch.tensor([True, False])):
+        with pytest.raises(DataError, match="flip must hold integer unit indices"):
+            rbm.pseudo_likelihood(v, flip=bad)
