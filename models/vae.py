@@ -126,15 +126,13 @@ class VAE(PyroModule):
     def sample(self, n: int, *, mean: bool = True, seed: int | None = None) -> torch.Tensor:
         """Draw ``z ~ N(0, I)`` and return ``E[x | z]`` (``mean=True``) or ``x ~ p(x | z)``.
 
-        Returns ``[n, D]``; ``seed`` makes the draw reproducible without touching global RNGs.
+        Returns ``[n, D]``. With ``seed=None`` the draw uses torch's global RNG (so
+        ``pyro.set_rng_seed`` makes it reproducible); an int ``seed`` makes it reproducible
+        without touching global RNGs.
         """
         check_dims(n=n)
         device = next(self.decoder.parameters()).device
-        gen = torch.Generator(device="cpu")
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(seed)
+        gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
         z = torch.randn(n, self.z_dim, generator=gen).to(device)
         m = self.decode(z)
         if mean:
