@@ -12,6 +12,7 @@ given the hidden one (at once for an RBM; one unit at a time for coupled visible
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -121,7 +122,12 @@ class GibbsKernel(MCMCKernel):
         batch_shape: shape of the batch of chains in one kernel (default: a single chain).
         init: initial visible state ``[*batch_shape, V]``; default: uniform random bits drawn
             at every :meth:`setup` (so each MCMC chain starts elsewhere).
-        seed: seed of the kernel's generator (``None``: torch's global RNG).
+        seed: seed of the kernel's generator (``None``: torch's global RNG). Chains drawn
+            one after another share the generator, so each continues the stream. Chains that
+            ``MCMC(num_chains=...)`` runs in worker processes each receive a copy of the
+            kernel: there the generator is seeded from ``seed`` *and* the worker's torch seed
+            (which Pyro sets to the parent's initial seed plus the chain id), so the chains
+            differ and stay reproducible under ``pyro.set_rng_seed``.
     """
 
     def __init__(self, model: EnergyModel, *, batch_shape: tuple[int, ...] = (),
@@ -135,6 +141,7 @@ class GibbsKernel(MCMCKernel):
         # The state is already in its support: no unconstraining transforms for MCMC to apply.
         self.transforms: dict = {}
         self._generator: torch.Generator | None = None
+        self._owner_pid = os.getpid()
         self._pending_init = None if init is None else self._check_state(init)
         self._state: dict[str, torch.Tensor] | None = None
 
@@ -152,7 +159,12 @@ class GibbsKernel(MCMCKernel):
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         p = self._param()
         if self._generator is None and self.seed is not None:
-            self._generator = torch.Generator(device=p.device).manual_seed(self.seed)
+            seed = self.seed
+            if os.getpid() != self._owner_pid:
+                # a copy of the kernel in an MCMC worker process: without the worker's own
+                # torch seed every parallel chain would replay the same stream (R-hat = 1)
+                seed = (seed * 1_000_003 + torch.initial_seed()) % 2**63
+            self._generator = torch.Generator(device=p.device).manual_seed(seed)
         if self._pending_init is not None:
             v, self._pending_init = self._pending_init, None
         else:

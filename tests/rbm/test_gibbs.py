@@ -158,3 +158,24 @@ def test_mcmc_with_several_chains_runs_and_converts(monkeypatch):
     assert v.shape == (2, 50, N_V)
     assert not torch.equal(v[0], v[1])  # each chain starts from its own random state
     assert to_inference_data(mcmc, rbm).posterior.sizes["chain"] == 2
+
+
+def test_parallel_mcmc_chains_of_a_seeded_kernel_differ_and_are_reproducible(monkeypatch):
+    """MCMC(num_chains=2) in worker processes: each worker gets a copy of the seeded kernel;
+    the copies used to replay one stream, so both chains were identical (R-hat trivially 1)."""
+    import pyro.infer.mcmc.api as mcmc_api
+
+    monkeypatch.setattr(mcmc_api.mp, "cpu_count", lambda: 4)  # force the parallel sampler
+    rbm = random_rbm(N_V, N_H, 1.0, 0)
+
+    def run() -> torch.Tensor:
+        pyro.set_rng_seed(0)
+        mcmc = pyro.infer.MCMC(GibbsKernel(rbm, seed=0), num_samples=50, warmup_steps=5,
+                               num_chains=2, disable_progbar=True)
+        mcmc.run()
+        return mcmc.get_samples(group_by_chain=True)["v"]
+
+    v = run()
+    assert v.shape == (2, 50, N_V)
+    assert not torch.equal(v[0], v[1])
+    assert_close(run(), v, rtol=0, atol=0)
