@@ -55,7 +55,8 @@ class VAE(PyroModule):
             the data plate.
 
     Raises:
-        ConfigError: non-positive dimensions, unknown likelihood or activation, ``sigma <= 0``.
+        ConfigError: non-positive dimensions, unknown likelihood or activation, ``sigma <= 0``,
+            ``sigma`` or ``learn_sigma`` with the Bernoulli likelihood.
     """
 
     def __init__(
@@ -78,6 +79,10 @@ class VAE(PyroModule):
             raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ConfigError(f"sigma must be a positive float, got {sigma!r}")
+        if likelihood != "gaussian" and (learn_sigma or sigma != 1.0):
+            raise ConfigError(f"sigma and learn_sigma belong to the Gaussian likelihood, got "
+                              f"sigma={sigma!r}, learn_sigma={learn_sigma!r} with likelihood="
+                              f"{likelihood!r}; try likelihood='gaussian'")
         self.x_dim, self.z_dim = x_dim, z_dim
         self.hidden_dims = hidden_tuple(hidden_dims)
         self.likelihood = likelihood
@@ -85,7 +90,7 @@ class VAE(PyroModule):
         decoder = mlp(z_dim, self.hidden_dims, x_dim, activation)
         to_pyro_module_(decoder)  # parameters become Pyro params named "decoder.<i>.weight"...
         self.decoder = decoder
-        self.learn_sigma = bool(learn_sigma) and likelihood == "gaussian"
+        self.learn_sigma = bool(learn_sigma)
         if self.learn_sigma:
             self.sigma = PyroParam(torch.tensor(float(sigma)), constraint=constraints.positive)
         else:
@@ -154,7 +159,12 @@ class VAE(PyroModule):
             z = guide.encode(x)[0]
         else:
             with pyro.poutine.block():
-                z = pyro.poutine.trace(guide).get_trace(x).nodes[self.site]["value"]
+                nodes = pyro.poutine.trace(guide).get_trace(x).nodes
+            if self.site not in nodes:
+                raise ConfigError(f"the guide has no sample site {self.site!r} (its sites: "
+                                  f"{[n for n, s in nodes.items() if s['type'] == 'sample']}); "
+                                  "expected the VAE's latent site; try VAE(site=<name>)")
+            z = nodes[self.site]["value"]
         return self.decode(z)
 
 

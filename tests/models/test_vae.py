@@ -126,3 +126,15 @@ def test_sample_without_seed_follows_the_global_rng():
         draws.append(vae.sample(4, mean=False))
     torch.testing.assert_close(draws[0], draws[1])
     assert not torch.equal(vae.sample(4), vae.sample(4))  # and successive calls still differ
+
+
+def test_sigma_options_of_a_bernoulli_vae_and_guides_without_the_site_are_refused():
+    # learn_sigma=True / sigma=0.3 with the Bernoulli likelihood used to be ignored silently.
+    with pytest.raises(ConfigError, match="belong to the Gaussian likelihood"):
+        VAE(4, 2, learn_sigma=True)
+    with pytest.raises(ConfigError, match="belong to the Gaussian likelihood"):
+        VAE(4, 2, sigma=0.3)
+    # reconstruct with an encode()-less guide lacking the latent site was a bare KeyError.
+    vae, guide = VAE(4, 2, (3,)), AmortizedNormal(4, 2, (3,), site="w")
+    with pytest.raises(ConfigError, match="no sample site 'z'.*'w'"):
+        vae.reconstruct(torch.zeros(2, 4), lambda x: guide(x))
