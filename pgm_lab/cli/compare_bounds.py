@@ -48,7 +48,8 @@ def parse_objective(spec: str) -> tuple[str, int]:
     s = spec.strip().lower()
     if s == "elbo":
         return "elbo", 1
-    if s.startswith("iwae-") and s[5:].isdigit() and int(s[5:]) >= 1:
+    # isascii: str.isdigit accepts superscripts such as '²', which int() rejects.
+    if s.startswith("iwae-") and s[5:].isascii() and s[5:].isdigit() and int(s[5:]) >= 1:
         return "iwae", int(s[5:])
     raise ConfigError(f"unknown objective {spec!r}; expected 'elbo' or 'iwae-K' with K >= 1, "
                       "e.g. --objectives elbo iwae-5 iwae-50")

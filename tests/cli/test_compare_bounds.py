@@ -69,6 +69,8 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     (["--eval-k", "0"], "--eval-k must be positive"),
     (["--epochs", "-1"], "--epochs must be >= 0"),
     (["--dataset", "mnist"], "needs data_dir"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "MNIST train files not found"),
+    (["--objectives", "iwae-\u00b2"], "unknown objective 'iwae-\u00b2'"),  # was a traceback
 ])
 def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, message):
     assert main(["compare-bounds", "--out", str(tmp_path), *extra]) == 1
@@ -78,7 +80,7 @@ def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, message):
 def test_parse_objective():
     assert parse_objective("ELBO") == ("elbo", 1)
     assert parse_objective("iwae-50") == ("iwae", 50)
-    for bad in ("iwae", "iwae-0", "iwae-x"):
+    for bad in ("iwae", "iwae-0", "iwae-x", "iwae-\u00b2", "iwae--3", "iwae-3.5"):
         with pytest.raises(ConfigError, match="expected 'elbo' or 'iwae-K'"):
             parse_objective(bad)
 
