@@ -28,6 +28,14 @@ def _phase_weights(n_pos: int, n_neg: int, dtype: torch.dtype, device: torch.dev
     return w
 
 
+def _check_dtype(x: torch.Tensor, p: torch.Tensor, name: str) -> None:
+    """Refuse a tensor whose dtype differs from the parameters' (torch's own error names
+    ``addmm`` / ``addmv``; the closed forms are not validated further, for speed)."""
+    if x.dtype != p.dtype:
+        raise DataError(f"expected {name} of the parameters' dtype {p.dtype}, got {x.dtype}; "
+                        f"try {name}.to({p.dtype}) or model.check_visible(v)")
+
+
 class RBM(EnergyModel):
     r"""Restricted Boltzmann machine with binary visible and hidden units.
 
@@ -91,6 +99,8 @@ class RBM(EnergyModel):
     # ---- closed forms ------------------------------------------------------------------------
 
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        _check_dtype(v, self.W, "v")
+        _check_dtype(h, self.W, "h")
         return -(v @ self.b) - (h @ self.c) - ((v @ self.W) * h).sum(-1)
 
     def _wbc(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -104,12 +114,14 @@ class RBM(EnergyModel):
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         W, _, c = self._wbc()
+        _check_dtype(v, W, "v")
         if v.dim() == 2:  # one fused kernel (bias add inside the GEMM)
             return torch.addmm(c, v, W)
         return v @ W + c
 
     def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
         W, b, _ = self._wbc()
+        _check_dtype(h, W, "h")
         if h.dim() == 2:
             return torch.addmm(b, h, W.T)
         return h @ W.T + b
@@ -123,7 +135,8 @@ class RBM(EnergyModel):
         return bernoulli_logits(self.visible_logits(h), generator, inplace=True)
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        return -(v @ self.b) - F.softplus(self.hidden_logits(v)).sum(-1)
+        x = self.hidden_logits(v)  # checks the dtype first
+        return -(v @ self.b) - F.softplus(x).sum(-1)
 
     def free_energy_difference(self, v_pos: torch.Tensor, v_neg: torch.Tensor, *,
                                grads: bool = True

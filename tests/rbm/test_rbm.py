@@ -202,3 +202,17 @@ def test_pseudo_likelihood_flip_must_be_integer_indices():
     for bad in (torch.tensor([0.7, 3.9]), [0.7, 3.9], torch.tensor([True, False])):
         with pytest.raises(DataError, match="flip must hold integer unit indices"):
             rbm.pseudo_likelihood(v, flip=bad)
+
+
+def test_closed_forms_refuse_a_dtype_other_than_the_parameters():
+    """e.g. float32 data on the float64 model RBM.from_sklearn builds: was torch's
+    'addmv input tensors must have the same dtype' from deep inside."""
+    rbm = random_rbm(4, 3, 1.0, 0)  # float64
+    v32, h32 = torch.ones(2, 4), torch.ones(2, 3)
+    calls = [lambda: rbm.free_energy(v32), lambda: rbm.hidden_logits(v32),
+             lambda: rbm.sample_h(v32), lambda: rbm.visible_logits(h32),
+             lambda: rbm.energy(v32, h32.double()), lambda: rbm.energy(v32.double(), h32)]
+    for call in calls:
+        with pytest.raises(DataError, match="parameters' dtype torch.float64, got torch.float32"):
+            call()
+    assert rbm.log_prob(v32).dtype == torch.float64  # validated entry points still convert
