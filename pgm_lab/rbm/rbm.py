@@ -326,11 +326,18 @@ class RBM(EnergyModel):
         if comp.ndim != 2:
             raise DataError(f"components_ must be 2-D [H, V], got shape {comp.shape}")
         n_hidden, n_visible = comp.shape
+        b = np.asarray(estimator.intercept_visible_)
+        c = np.asarray(estimator.intercept_hidden_)
+        for attr, arr, size in (("intercept_visible_", b, n_visible),
+                                ("intercept_hidden_", c, n_hidden)):
+            if arr.shape != (size,):  # copy_ would broadcast e.g. a length-1 array silently
+                raise DataError(f"{attr} must have shape ({size},) to match components_ "
+                                f"{comp.shape}, got {arr.shape}")
         rbm = cls(n_visible, n_hidden, init_std=0.0, dtype=dtype, name=name)
         with torch.no_grad():
             rbm.W.copy_(torch.as_tensor(comp.T, dtype=dtype))
-            rbm.b.copy_(torch.as_tensor(np.asarray(estimator.intercept_visible_), dtype=dtype))
-            rbm.c.copy_(torch.as_tensor(np.asarray(estimator.intercept_hidden_), dtype=dtype))
+            rbm.b.copy_(torch.as_tensor(b, dtype=dtype))
+            rbm.c.copy_(torch.as_tensor(c, dtype=dtype))
         return rbm
 
     def extra_repr(self) -> str:

@@ -37,3 +37,16 @@ def test_from_sklearn_reproduces_transform_free_energy_and_score_samples(fitted,
 def test_from_sklearn_refuses_unfitted_estimator():
     with pytest.raises(NotFittedError, match="call estimator.fit"):
         RBM.from_sklearn(BernoulliRBM(n_components=3))
+
+
+def test_from_sklearn_refuses_intercepts_that_do_not_match_the_components(fitted):
+    from types import SimpleNamespace
+
+    from pgm_lab.errors import DataError
+
+    good = dict(components_=fitted.components_, intercept_visible_=fitted.intercept_visible_,
+                intercept_hidden_=fitted.intercept_hidden_)
+    # a length-1 intercept used to be broadcast over all units silently
+    for attr, bad in (("intercept_visible_", np.zeros(1)), ("intercept_hidden_", np.zeros(17))):
+        with pytest.raises(DataError, match=f"{attr} must have shape"):
+            RBM.from_sklearn(SimpleNamespace(**{**good, attr: bad}))
