@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from pyro.infer import ELBO
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InferenceError
 from .weights import LogWeights, guess_max_plate_nesting, log_weights, vectorized_traces
 
 __all__ = ["IWAE", "ESTIMATORS"]
@@ -30,13 +30,14 @@ class IWAE(ELBO):
             + \frac1K \sum_k g_k,
 
     where :math:`s` is the scale of the data-plate sites (``N / B`` under
-    :func:`pgm_lab.train.fit` minibatching) and :math:`g_k` the scaled log-weight of sites
-    outside the data plate (global sites: an ordinary ELBO term, since their importance
-    weights do not factor per data point). The scale is applied *outside* the logsumexp, so
-    a minibatch estimate is unbiased for the full-data bound; Pyro's ``RenyiELBO(alpha=0)``
-    scales inside it and sums over the whole batch before the logsumexp (pyro issues #2220,
-    #3104). ``num_particles=1`` gives exactly ``Trace_ELBO`` (same seed, same value).
-    ``loss`` returns :math:`-\mathcal L_K`.
+    :func:`pgm_lab.train.fit` minibatching) and :math:`g_k` the scaled log-weight of observed
+    sites outside the data plate (an ordinary ELBO term). Guide latents outside the data
+    plate are allowed only for :math:`K = 1`: with one global draw per particle the
+    per-point logsumexp is not a bound on :math:`\log p(x)`. The scale is applied
+    *outside* the logsumexp, so a minibatch estimate is unbiased for the full-data bound;
+    Pyro's ``RenyiELBO(alpha=0)`` scales inside it and sums over the whole batch before the
+    logsumexp (pyro issues #2220, #3104). ``num_particles=1`` gives exactly ``Trace_ELBO``
+    (same seed, same value). ``loss`` returns :math:`-\mathcal L_K`.
 
     Gradient estimators (all reparameterized; the value is always :math:`-\mathcal L_K`):
 
@@ -49,8 +50,7 @@ class IWAE(ELBO):
       :math:`\sum_k \tilde w_k^2\, \partial_z \log w_k\, \partial_\phi z_k`, unbiased, with
       lower variance; implemented by the STL path derivative plus a backward hook scaling the
       gradient reaching each :math:`z_{nk}` by :math:`\tilde w_{nk}` (one backward pass).
-      Model gradients are those of ``"standard"``. Global latent sites get the STL gradient
-      of their ELBO term.
+      Model gradients are those of ``"standard"``.
 
     :math:`\tilde w_{nk}` are the self-normalized weights over :math:`k`. Particles are
     vectorized in an outermost plate as in Pyro's ``vectorize_particles=True``.
@@ -63,7 +63,8 @@ class IWAE(ELBO):
 
     Raises:
         ConfigError: bad ``num_particles`` or ``estimator``.
-        pgm_lab.errors.InferenceError: a non-reparameterizable guide site.
+        pgm_lab.errors.InferenceError (on use): a non-reparameterizable guide site, a guide
+            latent outside the data plate with ``num_particles > 1``.
     """
 
     def __init__(self, num_particles: int = 1, estimator: str = "standard", *,
@@ -90,9 +91,20 @@ class IWAE(ELBO):
     def _log_weights(self, model: Callable, guide: Callable, args: tuple,
                      kwargs: dict[str, Any]) -> LogWeights:
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        return log_weights(model_trace, guide_trace, plate_name=self.plate_name,
-                           max_plate_nesting=self.max_plate_nesting,
-                           detach_guide=self.estimator != "standard")
+        lw = log_weights(model_trace, guide_trace, plate_name=self.plate_name,
+                         max_plate_nesting=self.max_plate_nesting,
+                         detach_guide=self.estimator != "standard")
+        if lw.global_latents and self.num_particles > 1:
+            # Each particle draws its own global latent, so the per-point logsumexp would
+            # average p(x_n | g_k) over different g_k: not a bound on log p(x) (it can exceed
+            # it by hundreds of nats). The weights do not factor per point; refuse.
+            raise InferenceError(
+                f"guide latent sites {list(lw.global_latents)} lie outside plate "
+                f"{self.plate_name!r}; per-data-point IWAE with num_particles > 1 needs all "
+                "latents in the data plate; try num_particles=1 (= Trace_ELBO), "
+                "pyro.infer.RenyiELBO(alpha=0) (whole-batch weights), or conditioning on the "
+                "global latents")
+        return lw
 
     def _bound(self, lw: LogWeights) -> torch.Tensor:
         # Skipped kernels (each with its backward) that would not change a bit of the result:
