@@ -20,7 +20,7 @@ from pyro.infer import ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .energy import EnergyDistribution, EnergyModel
 from .gibbs import gibbs_step
 
@@ -91,7 +91,14 @@ class ContrastiveDivergence(ELBO):
                 "device": None if self._generator is None else str(self._generator.device)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.chains = state["chains"]
+        """Restore :meth:`state_dict` (refuses persistent chains of another count)."""
+        chains = state["chains"]
+        if chains is not None and self.num_chains is not None and \
+                chains.shape[0] != self.num_chains:
+            raise CheckpointError(f"expected {self.num_chains} persistent chains "
+                                  f"(num_chains), got {chains.shape[0]} in the checkpoint; "
+                                  f"resume with num_chains={chains.shape[0]} or start afresh")
+        self.chains = chains
         if state["generator"] is None:
             self._generator = None
         else:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pgm_lab.errors import ConfigError
+from pgm_lab.errors import CheckpointError, ConfigError
 from pgm_lab.rbm import RBM, ContrastiveDivergence
 from pgm_lab.train import scale_plate
 
@@ -100,6 +100,10 @@ def test_pcd_checkpoint_resume_is_exact(tmp_path):
     again.fit(x, epochs=4, checkpoint=tmp_path / "ck.pt", resume=True, **kw)
     for n, p in straight.named_parameters():
         assert_close(dict(again.named_parameters())[n], p, rtol=0, atol=0)
+    # resuming with another chain count used to continue silently with the old 9 chains
+    with pytest.raises(CheckpointError, match="expected 5 persistent chains"):
+        RBM(6, 4, seed=0).fit(x, epochs=4, checkpoint=tmp_path / "ck.pt", resume=True,
+                              **{**kw, "num_chains": 5})
 
 
 def test_training_on_digits_increases_exact_test_log_likelihood(trained_rbm, digits):
