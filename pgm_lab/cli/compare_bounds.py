@@ -111,6 +111,10 @@ def _check_args(args: argparse.Namespace) -> list[tuple[str, int]]:
         v = getattr(args, name)
         if v is not None and v < 2:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 2, got {v}")
+    if args.eval_batch_size is not None and args.eval_batch_size < 1:
+        # Checked here, not only by iwae_curve: that runs after the (long) training.
+        raise ConfigError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}; try "
+                          "100, or leave it out to evaluate the test set at once")
     return objectives
 
 

@@ -71,6 +71,8 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     (["--dataset", "mnist"], "needs data_dir"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], "MNIST train files not found"),
     (["--objectives", "iwae-\u00b2"], "unknown objective 'iwae-\u00b2'"),  # was a traceback
+    # Refused before training (the evaluation used to fail only after it, naming batch_size).
+    (["--eval-batch-size", "0", "--epochs", "0"], "--eval-batch-size must be >= 1"),
 ])
 def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, message):
     assert main(["compare-bounds", "--out", str(tmp_path), *extra]) == 1
