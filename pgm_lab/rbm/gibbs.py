@@ -157,6 +157,11 @@ class GibbsKernel(MCMCKernel):
         return next(self.model.parameters())
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        """Start a chain (called by MCMC once per chain): seed the generator on first use and
+        draw the initial state -- the pending ``init`` / ``initial_params`` if set, else
+        uniform random bits -- with ``h ~ p(h | v)``. Block Gibbs has nothing to adapt, so
+        ``warmup_steps`` (and the model arguments) are unused; warmup draws are only
+        discarded by MCMC."""
         p = self._param()
         if self._generator is None and self.seed is not None:
             seed = self.seed
@@ -175,6 +180,9 @@ class GibbsKernel(MCMCKernel):
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:
+        """The current state ``{"v": [*batch_shape, V], "h": [*batch_shape, H]}``
+        (set-up on first access). Setting it (``{"v": ...}``, validated) fixes the start
+        state of the next :meth:`setup`."""
         if self._state is None:
             self.setup(0)
         return self._state
@@ -184,6 +192,8 @@ class GibbsKernel(MCMCKernel):
         self._pending_init = self._check_state(params["v"])
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One block Gibbs step from ``params["v"]``: returns the new ``{"v", "h"}``
+        (always accepted, no gradients)."""
         with torch.no_grad():
             v, h = gibbs_step(self.model, params["v"], self._generator)
         self._state = {"v": v, "h": h}

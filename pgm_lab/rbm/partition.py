@@ -235,6 +235,10 @@ def ais(
         num_betas: number of temperatures (schedule of :func:`ais_schedule`), or ``betas``.
         base_data: binary ``[N, V]`` whose visible means give :math:`b_A` (the "base-rate"
             model); default :math:`b_A = b`, the RBM's own visible bias.
+        reverse: also run reverse AIS (stored as ``result.reverse``).
+        reverse_init: binary start states ``[M', V]`` of the reverse runs (e.g. data).
+        reverse_burn_in: Gibbs steps at :math:`\beta = 1` on the forward end states before
+            the reverse runs when ``reverse_init`` is not given (``>= 0``).
         seed: seed of the sampler (``None``: torch's global RNG).
 
     Computed in float64.
