@@ -5,13 +5,15 @@ smaller layer has at most ``--max-exact-units`` units, else AIS with its ±3σ i
 reverse-AIS check -- plus pseudo-likelihood and reconstruction error, and writes
 ``results.json``, ``rbm.pt`` (the state dict), ``samples.png`` (Gibbs samples),
 ``filters.png`` (weights of each hidden unit), ``curves.png`` (training curves) and
-``trace.png`` (ArviZ trace of the sampling chains) to ``--out``.
+``trace.png`` (ArviZ trace of the sampling chains) to ``--out``. ``results.json`` is strict
+JSON: an unbounded end of an AIS interval is written as ``null``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -89,6 +91,19 @@ def _check_args(args: argparse.Namespace) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out must be a folder, got the existing file {str(out)!r}; "
                           "pass a new or existing folder")
+
+
+def _json_safe(obj: object) -> object:
+    """``obj`` with non-finite floats as ``None``: an AIS interval is unbounded when the
+    weights' relative error exceeds 1/3, and ``json.dumps`` would write ``-Infinity``, which
+    strict JSON readers (``jq``, JavaScript) reject."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _filters(w: torch.Tensor) -> torch.Tensor:
@@ -172,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
                                      "ess_bulk": float(diag.loc[name, "ess_bulk"])}
                               for name in diag.index},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2,
+                                                  allow_nan=False))
     torch.save(rbm.state_dict(), out / "rbm.pt")
     how = "exact" if ll["method"] == "exact" else "AIS"
     print(f"| {args.dataset} | RBM {rbm.n_visible}x{rbm.n_hidden} {args.method}-{args.k} | "

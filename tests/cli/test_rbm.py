@@ -67,3 +67,27 @@ def test_rbm_command_refuses_bad_settings_before_training(tmp_path, capsys, monk
         argv = [*COMMON, "--out", str(tmp_path / "o"), *extra]
         assert main(argv) == 1, extra
         assert match in capsys.readouterr().err
+
+
+def test_rbm_command_writes_strict_json_when_the_ais_interval_is_unbounded(tmp_path,
+                                                                           monkeypatch):
+    """An AIS interval with a -inf end (relative error > 1/3) was written as -Infinity."""
+    import pgm_lab.cli.rbm as cli_rbm
+
+    real = cli_rbm._log_likelihoods
+
+    def unbounded(*args):
+        ll = real(*args)
+        ll["test_interval"] = [float("-inf"), ll["test"]]
+        return ll
+
+    monkeypatch.setattr(cli_rbm, "_log_likelihoods", unbounded)
+    out = tmp_path / "inf"
+    assert main([*COMMON, "--epochs", "1", "--max-exact-units", "4", "--ais-runs", "10",
+                 "--ais-betas", "100", "--out", str(out)]) == 0
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    res = json.loads((out / "results.json").read_text(), parse_constant=refuse)
+    assert res["log_likelihood"]["test_interval"][0] is None
