@@ -31,13 +31,13 @@ class IWAE(ELBO):
 
     where :math:`s` is the scale of the data-plate sites (``N / B`` under
     :func:`pgm_lab.train.fit` minibatching) and :math:`g_k` the scaled log-weight of observed
-    sites outside the data plate (an ordinary ELBO term). Guide latents outside the data
-    plate are allowed only for :math:`K = 1`: with one global draw per particle the
-    per-point logsumexp is not a bound on :math:`\log p(x)`. The scale is applied
-    *outside* the logsumexp, so a minibatch estimate is unbiased for the full-data bound;
-    Pyro's ``RenyiELBO(alpha=0)`` scales inside it and sums over the whole batch before the
-    logsumexp (pyro issues #2220, #3104). ``num_particles=1`` gives exactly ``Trace_ELBO``
-    (same seed, same value). ``loss`` returns :math:`-\mathcal L_K`.
+    sites outside the data plate (constant over particles). Latents outside the data plate,
+    or observations outside it that depend on latents, are allowed only for :math:`K = 1`:
+    with more particles the per-point logsumexp is not a bound on :math:`\log p(x)`.
+    The scale is applied *outside* the logsumexp, so a minibatch estimate is unbiased for
+    the full-data bound; Pyro's ``RenyiELBO(alpha=0)`` scales inside it and sums over the
+    whole batch before the logsumexp (pyro issues #2220, #3104). ``num_particles=1`` gives
+    exactly ``Trace_ELBO`` (same seed, same value). ``loss`` returns :math:`-\mathcal L_K`.
 
     Gradient estimators (all reparameterized; the value is always :math:`-\mathcal L_K`):
 
@@ -64,7 +64,8 @@ class IWAE(ELBO):
     Raises:
         ConfigError: bad ``num_particles`` or ``estimator``.
         pgm_lab.errors.InferenceError (on use): a non-reparameterizable guide site, a guide
-            latent outside the data plate with ``num_particles > 1``.
+            latent (or latent-dependent observation) outside the data plate with
+            ``num_particles > 1``.
     """
 
     def __init__(self, num_particles: int = 1, estimator: str = "standard", *,
@@ -94,14 +95,16 @@ class IWAE(ELBO):
         lw = log_weights(model_trace, guide_trace, plate_name=self.plate_name,
                          max_plate_nesting=self.max_plate_nesting,
                          detach_guide=self.estimator != "standard")
-        if lw.global_latents and self.num_particles > 1:
-            # Each particle draws its own global latent, so the per-point logsumexp would
-            # average p(x_n | g_k) over different g_k: not a bound on log p(x) (it can exceed
-            # it by hundreds of nats). The weights do not factor per point; refuse.
+        if lw.particle_global_sites and self.num_particles > 1:
+            # A global latent drawn per particle makes the per-point logsumexp average
+            # p(x_n | g_k) over different g_k; an observation outside the plate that depends
+            # on the local latents enters as E_q log p(x | z). Neither is a bound on log p(x)
+            # (it can exceed it by hundreds of nats): the weights do not factor per point.
             raise InferenceError(
-                f"guide latent sites {list(lw.global_latents)} lie outside plate "
-                f"{self.plate_name!r}; per-data-point IWAE with num_particles > 1 needs all "
-                "latents in the data plate; try num_particles=1 (= Trace_ELBO), "
+                f"sites {list(lw.particle_global_sites)} lie outside plate "
+                f"{self.plate_name!r} and depend on the particle; per-data-point IWAE with "
+                "num_particles > 1 needs all latents, and every observation that depends on "
+                "them, in the data plate; try num_particles=1 (= Trace_ELBO), "
                 "pyro.infer.RenyiELBO(alpha=0) (whole-batch weights), or conditioning on the "
                 "global latents")
         return lw

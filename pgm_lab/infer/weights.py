@@ -38,7 +38,8 @@ class LogWeights(NamedTuple):
         local_latents: guide latent sites in the data plate as ``(value, plate_dim,
             event_dim)``, for estimators that reweight gradients per particle (DReG).
         has_global_sample_sites: whether any sample site lies outside the data plate.
-        global_latents: names of the guide's latent sites outside the data plate.
+        particle_global_sites: sites outside the data plate whose log density differs
+            between particles (global latents, or observations depending on latents).
     """
 
     local: torch.Tensor
@@ -46,7 +47,7 @@ class LogWeights(NamedTuple):
     scale: float
     local_latents: list[tuple[torch.Tensor, int, int]]
     has_global_sample_sites: bool
-    global_latents: tuple[str, ...] = ()
+    particle_global_sites: tuple[str, ...] = ()
 
 
 def probe_traces(model: Callable, guide: Callable, args: tuple,
@@ -137,7 +138,7 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
     scales: set[float] = set()
     latents: list[tuple[torch.Tensor, int, int]] = []
     has_global = False
-    global_latents: list[str] = []
+    particle_global: list[str] = []
     num_particles = None
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():
@@ -174,8 +175,10 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
             frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
             if frame is None:
                 has_global = True
-                if is_guide_latent:
-                    global_latents.append(name)
+                # The particle plate broadcasts every site; only values that differ count.
+                if lp.shape[0] > 1 and name not in particle_global \
+                        and not bool((lp == lp[:1]).all()):
+                    particle_global.append(name)
                 glob = _accumulate(glob, _site_scale(site) * lp.reshape(lp.shape[0], -1).sum(-1),
                                    sign)
                 continue
@@ -203,7 +206,7 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
     glob_t = torch.as_tensor(glob).reshape(-1) if not isinstance(glob, torch.Tensor) else glob
     glob_t = glob_t.expand(k) if glob_t.shape[0] == 1 else glob_t
     return LogWeights(local_t, glob_t, scales.pop() if scales else 1.0, latents, has_global,
-                      tuple(global_latents))
+                      tuple(particle_global))
 
 
 def _sample_sites(trace: poutine.Trace) -> list[str]:
