@@ -287,7 +287,8 @@ class RBM(EnergyModel):
         if method not in ("cd", "pcd"):
             raise ConfigError(f"method must be 'cd' or 'pcd', got {method!r}")
         for arg, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                               and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"{arg} must be a finite number >= 0, got {value!r}")
         x = self.check_visible(data, name="data")
         loss = ContrastiveDivergence(k=k, persistent=method == "pcd", num_chains=num_chains,

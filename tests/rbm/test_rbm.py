@@ -173,6 +173,9 @@ def test_bad_fit_and_log_partition_arguments():
         rbm.fit(x, method="ml")
     with pytest.raises(ConfigError, match="lr must be"):
         rbm.fit(x, lr=float("nan"))
+    for arg in ("lr", "momentum", "weight_decay"):  # True used to train as 1.0
+        with pytest.raises(ConfigError, match=f"{arg} must be a finite number >= 0, got True"):
+            rbm.fit(x, **{arg: True})
     with pytest.raises(ConfigError, match="num_threads must be"):
         rbm.fit(x, num_threads=0)
     with pytest.raises(ConfigError, match="method must be 'exact' or 'ais'"):
