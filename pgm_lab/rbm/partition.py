@@ -262,7 +262,8 @@ def ais(
         betas = ais_schedule(num_betas)
     else:
         betas = torch.as_tensor(betas, dtype=torch.float64)
-        if betas.dim() != 1 or betas[0] != 0 or betas[-1] != 1 or (betas.diff() <= 0).any():
+        if betas.dim() != 1 or betas.numel() < 2 or betas[0] != 0 or betas[-1] != 1 \
+                or not (betas.diff() > 0).all():  # "not all >" also refuses NaN
             raise ConfigError("betas must be increasing from 0 to 1, e.g. ais_schedule(1000)")
     with torch.no_grad():
         w, b, c = (t.detach().to(torch.float64) for t in (model.W, model.b, model.c))

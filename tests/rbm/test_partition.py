@@ -52,6 +52,9 @@ def test_ais_validation():
         ais(rbm, num_runs=1)
     with pytest.raises(ConfigError, match="betas must be increasing"):
         ais(rbm, betas=torch.tensor([0.0, 0.7, 0.5, 1.0]))
+    # a NaN passed the ordering check and surfaced as "the parameters may be non-finite"
+    with pytest.raises(ConfigError, match="betas must be increasing"):
+        ais(rbm, betas=torch.tensor([0.0, float("nan"), 1.0]))
     with pytest.raises(ConfigError, match="num_betas must be"):
         ais_schedule(3)
 
