@@ -120,8 +120,9 @@ class GibbsKernel(MCMCKernel):
     Args:
         model: the energy model.
         batch_shape: shape of the batch of chains in one kernel (default: a single chain).
-        init: initial visible state ``[*batch_shape, V]``; default: uniform random bits drawn
-            at every :meth:`setup` (so each MCMC chain starts elsewhere).
+        init: initial visible state ``[*batch_shape, V]`` of every chain (each :meth:`setup`;
+            ``MCMC(initial_params=...)`` replaces it per chain); default: uniform random bits
+            drawn at every :meth:`setup` (so each MCMC chain starts elsewhere).
         seed: seed of the kernel's generator (``None``: torch's global RNG). Chains drawn
             one after another share the generator, so each continues the stream. Chains that
             ``MCMC(num_chains=...)`` runs in worker processes each receive a copy of the
@@ -142,7 +143,7 @@ class GibbsKernel(MCMCKernel):
         self.transforms: dict = {}
         self._generator: torch.Generator | None = None
         self._owner_pid = os.getpid()
-        self._pending_init = None if init is None else self._check_state(init)
+        self._init = None if init is None else self._check_state(init)
         self._state: dict[str, torch.Tensor] | None = None
 
     def _check_state(self, v: torch.Tensor) -> torch.Tensor:
@@ -158,8 +159,8 @@ class GibbsKernel(MCMCKernel):
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         """Start a chain (called by MCMC once per chain): seed the generator on first use and
-        draw the initial state -- the pending ``init`` / ``initial_params`` if set, else
-        uniform random bits -- with ``h ~ p(h | v)``. Block Gibbs has nothing to adapt, so
+        draw the initial state -- ``init`` / the last ``initial_params`` set, else uniform
+        random bits -- with ``h ~ p(h | v)``. Block Gibbs has nothing to adapt, so
         ``warmup_steps`` (and the model arguments) are unused; warmup draws are only
         discarded by MCMC."""
         p = self._param()
@@ -170,8 +171,8 @@ class GibbsKernel(MCMCKernel):
                 # torch seed every parallel chain would replay the same stream (R-hat = 1)
                 seed = (seed * 1_000_003 + torch.initial_seed()) % 2**63
             self._generator = torch.Generator(device=p.device).manual_seed(seed)
-        if self._pending_init is not None:
-            v, self._pending_init = self._pending_init, None
+        if self._init is not None:
+            v = self._init
         else:
             probs = p.new_full((*self.batch_shape, self.model.n_visible), 0.5)
             v = torch.bernoulli(probs, generator=self._generator)
@@ -181,15 +182,16 @@ class GibbsKernel(MCMCKernel):
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:
         """The current state ``{"v": [*batch_shape, V], "h": [*batch_shape, H]}``
-        (set-up on first access). Setting it (``{"v": ...}``, validated) fixes the start
-        state of the next :meth:`setup`."""
+        (set up on first access). Setting it (``{"v": ...}``, validated) fixes the start
+        state of every following :meth:`setup` and of the next read."""
         if self._state is None:
             self.setup(0)
         return self._state
 
     @initial_params.setter
     def initial_params(self, params: dict[str, torch.Tensor]) -> None:
-        self._pending_init = self._check_state(params["v"])
+        self._init = self._check_state(params["v"])
+        self._state = None  # the next read of initial_params starts from it
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One block Gibbs step from ``params["v"]``: returns the new ``{"v", "h"}``

@@ -179,3 +179,32 @@ def test_parallel_mcmc_chains_of_a_seeded_kernel_differ_and_are_reproducible(mon
     assert v.shape == (2, 50, N_V)
     assert not torch.equal(v[0], v[1])
     assert_close(run(), v, rtol=0, atol=0)
+
+
+def test_gibbs_kernel_init_applies_to_every_chain_and_initial_params_reads_back(monkeypatch):
+    """init started only the first of MCMC's sequential chains (the others were random), and
+    reading initial_params after setting it returned the previous state."""
+    import pyro.infer.mcmc.api as mcmc_api
+
+    monkeypatch.setattr(mcmc_api.mp, "cpu_count", lambda: 1)  # sequential chains
+    rbm = random_rbm(N_V, N_H, 1.0, 0)
+    init = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 3, dtype=torch.float64)
+    kernel = GibbsKernel(rbm, batch_shape=(3,), init=init, seed=0)
+    starts = []
+    real_setup = kernel.setup
+
+    def recording_setup(*args, **kwargs):
+        real_setup(*args, **kwargs)
+        starts.append(kernel.initial_params["v"].clone())
+
+    monkeypatch.setattr(kernel, "setup", recording_setup)
+    with pytest.warns(UserWarning, match="sequentially"):
+        mcmc = pyro.infer.MCMC(kernel, num_samples=2, warmup_steps=0, num_chains=2,
+                               disable_progbar=True)
+    mcmc.run()
+    assert len(starts) == 2
+    for v in starts:
+        assert_close(v, init, rtol=0, atol=0)
+    other = 1.0 - init
+    kernel.initial_params = {"v": other}
+    assert_close(kernel.initial_params["v"], other, rtol=0, atol=0)
