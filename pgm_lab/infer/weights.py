@@ -170,6 +170,7 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
                     f"site {name!r} has batch shape {tuple(lp.shape)} with more dims than "
                     f"plates ({max_plate_nesting}); declare its batch dims with pyro.plate "
                     "or .to_event()")
+            _check_plate_dims(name, lp, site["cond_indep_stack"])
             lp = lp.reshape((1,) * (total - lp.dim()) + tuple(lp.shape))
             num_particles = lp.shape[0] if lp.shape[0] > 1 else num_particles
             frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
@@ -212,3 +213,22 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
 def _sample_sites(trace: poutine.Trace) -> list[str]:
     return [n for n, s in trace.nodes.items()
             if s["type"] == "sample" and not site_is_subsample(s)]
+
+
+def _check_plate_dims(name: str, lp: torch.Tensor, frames: Any) -> None:
+    """Every batch dim of size > 1 must belong to an enclosing plate of that size.
+
+    Shape-only (no kernels). A dim no plate declares would be summed into the wrong
+    per-particle or per-point term, e.g. a site outside the data plate whose batch dim
+    ``-1`` runs over particles made the bound grow with ``K``.
+    """
+    sizes = {f.dim: f.size for f in frames if f.vectorized}
+    for i, size in enumerate(lp.shape):
+        d = i - lp.dim()
+        if size != 1 and sizes.get(d) != size:
+            raise InferenceError(
+                f"site {name!r} has log-density shape {tuple(lp.shape)}: dim {d} of size "
+                f"{size} is not declared by an enclosing plate (plates: "
+                f"{ {f.name: (f.dim, f.size) for f in frames if f.vectorized} }); expected "
+                "batch dims that match pyro.plate dims; try .to_event() for event dims or a "
+                "keepdim reduction")
