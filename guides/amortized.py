@@ -78,7 +78,7 @@ class AmortizedNormal(PyroModule):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of q(z | x), each ``[N, Z]``, for ``x`` of shape ``[N, D]``."""
-        h = self.encoder(as_rows(x, self.x_dim))
+        h = self.encoder(as_rows(x, self.x_dim, dtype=self.encoder[-1].bias.dtype))
         loc, raw = h[..., : self.z_dim], h[..., self.z_dim :]
         scale = F.softplus(raw) if self.scale_transform == "softplus" else raw.exp()
         return loc, scale + self.min_scale

@@ -45,12 +45,19 @@ def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str) 
     return nn.Sequential(*layers)
 
 
-def as_rows(x: torch.Tensor, dim: int, name: str = "x") -> torch.Tensor:
-    """Validate a batch ``[N, dim]`` of finite floats (cheap checks only: runs every step)."""
+def as_rows(x: torch.Tensor, dim: int, name: str = "x",
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Validate a batch ``[N, dim]`` of finite floats (cheap checks only: runs every step).
+
+    ``dtype`` (the network's): ``x`` is cast to it, so float64 data (NumPy's default) work
+    with float32 networks instead of failing in a matmul.
+    """
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a torch.Tensor [N, {dim}], got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != dim:
         raise DataError(f"{name} must have shape [N, {dim}], got {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype:
+        x = x.to(dtype)
     if not x.dtype.is_floating_point:
         x = x.to(torch.get_default_dtype())
     elif not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):

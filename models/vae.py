@@ -110,7 +110,7 @@ class VAE(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """The Pyro program ``p(x, z)`` for a batch ``x`` of shape ``[N, D]``; returns ``z``."""
-        x = as_rows(x, self.x_dim)
+        x = as_rows(x, self.x_dim, dtype=self.decoder[-1].bias.dtype)
         n = x.shape[0]
         with pyro.plate(self.plate_name, n):
             prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([n, self.z_dim])
@@ -154,7 +154,7 @@ class VAE(PyroModule):
         (e.g. :class:`pgm_lab.guides.AmortizedNormal`), else one draw of the guide's latent
         site. The VAE and its guide are separate objects (see DESIGN.md), hence the argument.
         """
-        x = as_rows(x, self.x_dim)
+        x = as_rows(x, self.x_dim, dtype=self.decoder[-1].bias.dtype)
         if hasattr(guide, "encode"):
             z = guide.encode(x)[0]
         else:

@@ -138,3 +138,16 @@ def test_sigma_options_of_a_bernoulli_vae_and_guides_without_the_site_are_refuse
     vae, guide = VAE(4, 2, (3,)), AmortizedNormal(4, 2, (3,), site="w")
     with pytest.raises(ConfigError, match="no sample site 'z'.*'w'"):
         vae.reconstruct(torch.zeros(2, 4), lambda x: guide(x))
+
+
+def test_float64_data_work_with_float32_networks():
+    # NumPy's default float64 used to fail inside the encoder's matmul ("mat1 and mat2 must
+    # have the same dtype"); x is now cast to the networks' dtype.
+    vae, guide = VAE(4, 2, (3,)), AmortizedNormal(4, 2, (3,))
+    x = torch.bernoulli(torch.full((5, 4), 0.5))
+    pyro.set_rng_seed(2)
+    ref = IWAE(3).loss(vae.model, guide, x)
+    pyro.set_rng_seed(2)
+    assert IWAE(3).loss(vae.model, guide, x.double()) == pytest.approx(ref, rel=1e-6)
+    torch.testing.assert_close(vae.reconstruct(x.double(), guide), vae.reconstruct(x, guide))
+    assert guide.encode(x.long())[0].dtype == torch.float32
