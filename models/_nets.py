@@ -54,8 +54,9 @@ def as_rows(x: torch.Tensor, dim: int, name: str = "x",
     """
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a torch.Tensor [N, {dim}], got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise DataError(f"{name} must have shape [N, {dim}], got {tuple(x.shape)}")
+    if x.dim() != 2 or x.shape[1] != dim or x.shape[0] == 0:
+        raise DataError(f"{name} must have shape [N, {dim}] with N >= 1, got "
+                        f"{tuple(x.shape)}")
     if dtype is not None and x.dtype != dtype:
         x = x.to(dtype)
     if not x.dtype.is_floating_point:

@@ -58,11 +58,11 @@ class LinearGaussian:
 
     def model(self, x: torch.Tensor) -> None:
         """The Pyro program ``p(x, z)`` for ``x`` of shape ``[N, D]``."""
-        x = as_rows(x, self.x_dim)
+        x = as_rows(x, self.x_dim, dtype=self.W.dtype)
         n = x.shape[0]
         with pyro.plate("data", n):
             prior = dist.Normal(self.W.new_zeros(()), 1.0).expand([n, self.z_dim]).to_event(1)
-            z = pyro.sample("z", prior)
+            z = pyro.sample("z", prior).to(self.W.dtype)  # e.g. from a float32 encoder
             pyro.sample("x", dist.Normal(z @ self.W.T + self.mu, self.sigma).to_event(1), obs=x)
 
     def marginal(self) -> dist.MultivariateNormal:

@@ -134,7 +134,7 @@ def posterior_means(guide: Callable, *args: Any, site: str = "z", num_samples: i
     """
     with torch.no_grad():
         if hasattr(guide, "encode"):
-            return guide.encode(*args)[0]
+            return guide.encode(args[0])[0]  # x; guides ignore further model arguments
         mpn = guess_max_plate_nesting(guide, guide, args, kwargs)
         vec = pyro.plate(PARTICLE_PLATE, num_samples, dim=-(mpn + 1))(guide)
         with poutine.block():

@@ -70,3 +70,19 @@ def test_invalid_arguments():
         LinearGaussian.fit_ppca(torch.randn(10, 4, dtype=torch.float64), 4)
     with pytest.raises(DataError, match=r"shape \[N, 4\]"):
         LinearGaussian(W, MU, 1.0).log_prob(torch.zeros(3, 5))
+
+
+def test_float32_encoders_and_empty_batches():
+    # A float32 AmortizedNormal on the float64 oracle failed in z @ W.T (dtype mismatch);
+    # an empty batch was a ZeroDivisionError inside pyro.plate.
+    from pgm_lab.guides import AmortizedNormal
+    from pgm_lab.infer import iwae, posterior_means
+
+    lg = LinearGaussian(W, MU, 0.4)
+    x = lg.sample(3, seed=4).float()
+    guide = AmortizedNormal(4, 2, (5,))
+    out = iwae(lg.model, guide, x, num_particles=4)
+    assert out.shape == (3,) and bool(torch.isfinite(out).all())
+    torch.testing.assert_close(posterior_means(guide, x, "extra model arg"), guide.encode(x)[0])
+    with pytest.raises(DataError, match=r"shape \[N, 4\] with N >= 1, got \(0, 4\)"):
+        iwae(lg.model, guide, x[:0], num_particles=4)
