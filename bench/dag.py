@@ -33,16 +33,14 @@ from pathlib import Path
 
 import torch
 
-from pgm_lab.dag import read_bif
+from pgm_lab.dag import read_bif, to_pgmpy
 from pgm_lab.dag.bif import parse_bif
 
 ROOT = Path(__file__).resolve().parent
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from pgmpy.factors.discrete import TabularCPD
     from pgmpy.inference import VariableElimination
-    from pgmpy.models import DiscreteBayesianNetwork
     from pgmpy.readwrite import BIFReader
     from pgmpy.sampling import BayesianModelSampling
 
@@ -60,21 +58,6 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def _pgmpy_model(dag) -> DiscreteBayesianNetwork:
-    """The same tables as a pgmpy network (built directly, without its slow reader)."""
-    model = DiscreteBayesianNetwork()
-    model.add_nodes_from(dag.nodes)
-    model.add_edges_from(dag.edges)
-    cpds = []
-    for n in dag.nodes:
-        table = dag.tables([n])[n]
-        ps = list(dag.parents(n))
-        cpds.append(TabularCPD(n, table.shape[-1], table.reshape(-1, table.shape[-1]).T.numpy(),
-                               evidence=ps or None,
-                               evidence_card=[len(dag.states(p)) for p in ps] or None,
-                               state_names={v: list(dag.states(v)) for v in (n, *ps)}))
-    model.add_cpds(*cpds)
-    return model
 
 
 def _evidence_sets(dag, count: int, k: int, seed: int):
@@ -88,7 +71,7 @@ def _evidence_sets(dag, count: int, k: int, seed: int):
 
 def bench_single_query(name: str, reps: int) -> dict:
     dag = read_bif(PGMPY_MODELS / f"{name}.bif.gz")
-    ve = VariableElimination(_pgmpy_model(dag))
+    ve = VariableElimination(to_pgmpy(dag))
     query, observed, s = _evidence_sets(dag, reps, 5, seed=1)
     t_pg, t_cold, t_warm = [], [], []
     for r in range(reps):
@@ -109,7 +92,7 @@ def bench_single_query(name: str, reps: int) -> dict:
 
 def bench_batch(rows: int) -> dict:
     dag = read_bif("alarm")
-    ve = VariableElimination(_pgmpy_model(dag))
+    ve = VariableElimination(to_pgmpy(dag))
     query, observed, s = _evidence_sets(dag, rows, 5, seed=2)
     batch = {v: s[v] for v in observed}
     dag._expressions.clear()
@@ -133,7 +116,7 @@ def bench_sampling(n: int, reps: int) -> dict:
     dag = read_bif("alarm")
     dag.sample(1000, seed=0)  # build the inverse-CDF tables once
     t_ours = min(_timed(lambda: dag.sample(n, seed=0))[1] for _ in range(reps))
-    sampler = BayesianModelSampling(_pgmpy_model(dag))
+    sampler = BayesianModelSampling(to_pgmpy(dag))
     t_pg = min(_timed(lambda: sampler.forward_sample(size=n, seed=0, show_progress=False,
                                                      n_jobs=1))[1] for _ in range(reps))
     return {"pgmpy_s": t_pg, "ours_s": t_ours}

@@ -23,6 +23,7 @@ from ..errors import DAGError
 from .bif import parse_bif, read_bif, to_bif
 from .core import DAG
 from .importance import ImportanceResult, importance_log_evidence
+from .interop import to_pgmpy
 from .networks import available as available_networks
 from .spec import CPT, Node, cpt, node
 
@@ -39,4 +40,5 @@ __all__ = [
     "parse_bif",
     "read_bif",
     "to_bif",
+    "to_pgmpy",
 ]

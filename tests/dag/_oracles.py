@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pgm_lab.dag import to_pgmpy
+
 PGMPY_MODELS = Path(__file__).resolve().parents[2] / (
     ".venv/lib/python3.11/site-packages/pgmpy/utils/example_models")
 
@@ -40,24 +42,9 @@ def pgmpy_file(name: str) -> Path:
 
 @functools.cache
 def pgmpy_from_dag(dag):
-    """The same network as a pgmpy DiscreteBayesianNetwork, built from our parsed tables."""
-    TabularCPD, _, BN, _ = pgmpy()
-    model = BN()
-    model.add_nodes_from(dag.nodes)
-    model.add_edges_from(dag.edges)
-    cpds = []
-    for n in dag.nodes:
-        table = dag.tables([n])[n]
-        ps = list(dag.parents(n))
-        values = table.reshape(-1, table.shape[-1]).T.numpy()
-        names = {v: list(dag.states(v)) for v in (n, *ps)}
-        cpds.append(TabularCPD(n, table.shape[-1], values, evidence=ps or None,
-                               evidence_card=[len(dag.states(p)) for p in ps] or None,
-                               state_names=names))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.add_cpds(*cpds)
-    return model
+    """The same network as a pgmpy DiscreteBayesianNetwork (cached per DAG)."""
+    pgmpy()  # skips when pgmpy is not installed
+    return to_pgmpy(dag)
 
 
 def pgmpy_posterior(model, query: str, evidence: dict[str, str], states) -> torch.Tensor:
