@@ -29,6 +29,16 @@ def test_bundled_networks_are_loadable_by_name():
 
 
 @pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_networks_carry_their_name_through_a_round_trip(name, tmp_path):
+    # all were named "unknown", as bnlearn distributes them
+    dag = read_bif(name)
+    assert dag.name == name
+    text = dag.to_bif(tmp_path / "net.bif")
+    assert text.startswith(f"network {name} {{\n")
+    assert read_bif(tmp_path / "net.bif").name == name
+
+
+@pytest.mark.parametrize("name", BUNDLED)
 def test_round_trip_is_exact(name, tmp_path):
     dag = read_bif(name)
     text = dag.to_bif(tmp_path / f"{name}.bif")

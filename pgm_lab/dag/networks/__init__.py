@@ -1,7 +1,8 @@
 """Small Bayesian networks from the bnlearn repository, shipped as BIF package data.
 
 ``read_bif("asia")`` loads one by name. Source: https://www.bnlearn.com/bnrepository/
-(files as distributed in pgmpy's wheel, decompressed). Original references: asia --
+(files as distributed in pgmpy's wheel, decompressed, with the network block named after the
+network instead of bnlearn's ``unknown``). Original references: asia --
 Lauritzen and Spiegelhalter (1988); cancer -- Korb and Nicholson (2010); earthquake -- Korb
 and Nicholson (2010); sachs -- Sachs et al. (2005); survey -- Scutari and Denis (2014);
 child -- Spiegelhalter and Cowell (1992); alarm -- Beinlich et al. (1989).
