@@ -2,7 +2,9 @@
 
 Every error the library raises on purpose is a :class:`PgmLabError`, and also an instance of
 the matching builtin (``ValueError`` for bad input, ``RuntimeError`` for failures while
-running), so ``except ValueError`` in user code keeps working.
+running), so ``except ValueError`` in user code keeps working. Every warning it issues is a
+:class:`PgmLabWarning`, so ``warnings.filterwarnings(..., category=PgmLabWarning)`` selects
+exactly pgm_lab's own warnings.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "InferenceError",
     "NotFittedError",
+    "PgmLabWarning",
 ]
 
 
@@ -49,3 +52,7 @@ class InferenceError(PgmLabError, RuntimeError):
 
 class NotFittedError(PgmLabError, AttributeError, ValueError):
     """A method that needs fitted parameters was called before ``fit``."""
+
+
+class PgmLabWarning(UserWarning):
+    """Base class of every warning issued by pgm_lab (attributed to the caller's line)."""

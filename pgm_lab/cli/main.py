@@ -10,10 +10,12 @@ exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from .. import __version__
 from ..errors import PgmLabError
@@ -39,6 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _third_party_warnings_silenced() -> Iterator[None]:
+    """Hide, for the block, every warning attributed to a module outside pgm_lab.
+
+    A CLI user is shown pgm_lab's own warnings (:class:`~pgm_lab.errors.PgmLabWarning`, issued
+    with a stacklevel that points at pgm_lab's calling line) but not another library's notices,
+    e.g. ArviZ's FutureWarning on its first import each day. ``python -W ...`` or
+    ``PYTHONWARNINGS`` given by the user take precedence: then nothing is hidden.
+    """
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.filterwarnings("ignore", module=r"(?!pgm_lab(\.|$))")
+        yield
+
+
+@_third_party_warnings_silenced()
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for usage errors, 1 for library errors)."""
     parser = build_parser()

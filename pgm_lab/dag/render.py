@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
+from ..errors import PgmLabWarning
+
 if TYPE_CHECKING:
     from .core import DAG
 
@@ -81,5 +83,5 @@ def render(dag: DAG, filename: str | os.PathLike | None = None, format: str = "p
             warnings.warn(f"graphviz 'dot' binary not found; wrote {path.with_suffix('.gv')} "
                           f"and {path.with_suffix('.txt')} instead of {path}.{format}. Install "
                           "graphviz (e.g. apt-get install graphviz) for images",
-                          RuntimeWarning, stacklevel=3)
+                          PgmLabWarning, stacklevel=3)
     return g

@@ -5,6 +5,7 @@ import pytest
 
 from pgm_lab.dag import read_bif
 from pgm_lab.dag.render import to_text
+from pgm_lab.errors import PgmLabWarning
 
 
 def test_digraph_is_built_from_the_dag_edges():
@@ -26,8 +27,9 @@ def test_render_writes_an_image_or_falls_back_to_text(tmp_path):
         dag.render(out, format="svg")
         assert (tmp_path / "pics" / "cancer.svg").exists()
     else:
-        with pytest.warns(RuntimeWarning, match="'dot' binary not found"):
+        with pytest.warns(PgmLabWarning, match="'dot' binary not found") as record:
             dag.render(out)
+        assert record[0].filename == __file__  # attributed to the caller's line
         assert "Pollution -> Cancer" in (tmp_path / "pics" / "cancer.gv").read_text()
         assert (tmp_path / "pics" / "cancer.txt").read_text() == to_text(dag) + "\n"
 
