@@ -109,7 +109,8 @@ class DAG:
         self._sampler_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tabulate_errors: dict[str, str] = {}
         self._event_dims: dict[str, int] | None = None
-        self._has_zeros: dict[str, bool] = {}  # fixed tables with a zero entry (exact.py)
+        # fixed tables: (has a zero entry, log of the smallest positive entry) (exact.py)
+        self._table_stats: dict[str, tuple[bool, float]] = {}
         self._check_tables()
 
     # ------------------------------------------------------------------ structure

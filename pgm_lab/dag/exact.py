@@ -4,12 +4,27 @@ The joint of a discrete DAG is a product of its conditional probability tables, 
 
 .. math::
 
-    p(q, e) = \\sum_{x \\setminus \\{q, e\\}} \\prod_i T_i[x_{\\mathrm{pa}(i)}, x_i]
+    \\log p(q, e) = \\log \\sum_{x \\setminus \\{q, e\\}} \\prod_i T_i[x_{\\mathrm{pa}(i)}, x_i]
 
 is a single ``einsum`` over the tables, with each observed variable's axis indexed by its
-value. The order in which the sums are pushed inside the product (the elimination order) is a
-contraction path, found by ``opt_einsum`` (greedy or optimal, depending on the number of
-factors) and cached per evidence pattern. Before contracting:
+value. The order in which the sums are pushed inside the product (the elimination order) is
+a contraction path, found by ``opt_einsum`` (greedy or optimal, depending on the number of
+factors) and cached per evidence pattern.
+
+Products of many probabilities underflow float64 (below ``1e-308``), so each contraction
+picks its arithmetic (:func:`_contract`). Every term of every intermediate factor is a product
+of at most one entry per table, so if the product :math:`\\prod_i m_i` of the tables'
+smallest positive entries is above ``1e-300`` no term can underflow: the contraction runs on
+probabilities (fast BLAS kernels), where every term is a normal number and the result is
+accurate to a few ulps. Otherwise (``p(e) = 1e-400`` over a long chain) it runs in log space,
+with Pyro's log-sum-exp einsum (``pyro.ops.einsum.torch_log``), which shifts each pairwise
+product-sum by its operands' maxima over the summed variables and keeps ``log p(e)`` and
+the posteriors exact. (It would still underflow on a pairwise sum whose largest term is
+below ``1e-308`` times the product of those maxima, which needs factors whose entries
+already span more than 300 orders of magnitude.) Evidence of probability exactly zero gives
+``log p(e) = -inf``.
+
+Before contracting:
 
 - *barren nodes* -- neither queried, observed, nor an ancestor of either -- are dropped: their
   tables sum to one and contribute nothing;
@@ -53,6 +68,9 @@ __all__ = ["log_evidence", "posterior"]
 _CACHE_SIZE = 512
 MAX_INTERMEDIATE = 2**27  # entries of the largest intermediate factor (1 GiB in float64)
 _BATCH = "__batch__"
+_LOG_EINSUM = "pyro.ops.einsum.torch_log"  # opt_einsum backend: log-sum-exp contractions
+# above this log product of the tables' smallest positive entries no term can underflow
+_LINEAR_LOG_FLOOR = math.log(1e-300)
 
 
 def _evidence(dag: DAG, evidence: Mapping[str, Any] | None
@@ -122,8 +140,22 @@ def _component(scopes: Mapping[str, set[str]], var: str) -> set[str]:
     return nodes
 
 
+def _log_floor(dag: DAG, nodes: Iterable[str]) -> float:
+    """:math:`\\sum_i \\log m_i` over the tables of ``nodes``, :math:`m_i` the smallest
+    positive entry: a lower bound on the log of every nonzero term of their contraction."""
+    return sum(_table_stats(dag, n)[1] for n in nodes)
+
+
 def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
-              output: tuple[str, ...], optimize: str = "auto") -> torch.Tensor:
+              output: tuple[str, ...], log_floor: float, optimize: str = "auto"
+              ) -> torch.Tensor:
+    """:math:`\\log \\sum \\prod` of the nonnegative ``factors`` over the variables not in
+    ``output``: float64 tensor with one axis per ``output`` variable (in that order).
+
+    ``log_floor`` bounds the log of every nonzero term from below (:func:`_log_floor`): above
+    ``log(1e-300)`` the contraction runs on the factors themselves, else (or if a sum
+    overflowed) on their logs with Pyro's log-sum-exp einsum.
+    """
     symbols: dict[str, str] = {}
     for _, names in factors:
         for v in names:
@@ -152,7 +184,12 @@ def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
             cache.popitem(last=False)
     else:
         cache.move_to_end(key)
-    return expr(*(t for t, _ in factors), backend="torch")
+    tensors = [t for t, _ in factors]
+    if log_floor > _LINEAR_LOG_FLOOR:
+        z = expr(*tensors, backend="torch")
+        if bool(torch.isfinite(z).all()):
+            return z.log()
+    return expr(*(t.log() for t in tensors), backend=_LOG_EINSUM)
 
 
 def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] | None = None
@@ -202,25 +239,29 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
             covered |= nodes
             comp = _factors(dag, nodes, scalar, batched)
             comp_batched = any(_BATCH in names for _, names in comp)
-            joint = _contract(dag, comp, (_BATCH, q) if comp_batched else (q,))
+            joint = _contract(dag, comp, (_BATCH, q) if comp_batched else (q,),
+                              _log_floor(dag, nodes))
             if b is not None and not comp_batched:
                 joint = joint.expand(b, card)
             out[q] = _normalize(joint, batch_out)
     # The factors outside the queries' components only scale p(q, e) by a constant, but a
     # zero constant means the evidence is impossible.
-    rest = [n for n in keep if n not in covered and _has_zeros(dag, n)]
+    rest = [n for n in keep if n not in covered and _table_stats(dag, n)[0]]
     if observed and rest:
         _check_possible(dag, _factors(dag, rest, scalar, batched), batch_out)
     return out
 
 
-def _has_zeros(dag: DAG, name: str) -> bool:
-    """Whether the table of ``name`` has a zero entry (cached for fixed tables)."""
+def _table_stats(dag: DAG, name: str) -> tuple[bool, float]:
+    """Whether the table of ``name`` has a zero entry, and the log of its smallest positive
+    entry (cached for fixed tables)."""
     from .spec import CPT
 
-    cache = dag._has_zeros
+    cache = dag._table_stats
     if name not in cache:
-        value = not bool((dag.tables([name])[name] > 0).all())
+        table = dag.tables([name])[name]
+        positive = table > 0
+        value = (not bool(positive.all()), math.log(float(table[positive].min())))
         nd = dag._spec[name]
         if not (isinstance(nd, CPT) or nd.root is not None):  # a callable: may change
             return value
@@ -260,28 +301,31 @@ def _check_possible(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]
         return
     batched = any(_BATCH in names for _, names in supports)
     # 0/1 supports: the greedy path is cheap to find and good enough
-    count = _contract(dag, [(t.to(torch.float64), names) for t, names in supports],
-                      (_BATCH,) if batched else (), optimize="greedy")
-    _normalize(count.unsqueeze(-1), batch_out if batched else ())
+    log_count = _contract(dag, [(t.to(torch.float64), names) for t, names in supports],
+                          (_BATCH,) if batched else (), log_floor=0.0, optimize="greedy")
+    _normalize(log_count.unsqueeze(-1), batch_out if batched else ())
 
 
-def _normalize(joint: torch.Tensor, batch_out: tuple[str, ...]) -> torch.Tensor:
-    z = joint.sum(-1, keepdim=True)
-    if (z <= 0).any():
-        rows = torch.nonzero(z.reshape(-1) <= 0).reshape(-1)[:5].tolist()
+def _normalize(log_joint: torch.Tensor, batch_out: tuple[str, ...]) -> torch.Tensor:
+    """Probabilities ``[..., card]`` from a log joint ``[..., card]`` (softmax over the last
+    axis); :class:`DAGError` for a row whose joint is zero everywhere."""
+    log_z = log_joint.logsumexp(-1, keepdim=True)
+    if (log_z == -math.inf).any():
+        rows = torch.nonzero(log_z.reshape(-1) == -math.inf).reshape(-1)[:5].tolist()
         where = f" (batch rows {rows})" if batch_out else ""
         raise DAGError(f"expected evidence of positive probability, got evidence of "
                        f"probability zero under the network{where}, for which posteriors "
                        "are undefined; try log_evidence(evidence) to find the impossible "
                        "rows, and check the observed states")
-    return joint / z
+    return (log_joint - log_z).exp()
 
 
 def log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None) -> torch.Tensor:
     """Exact :math:`\\log p(e)`, float64, shape ``[]`` or ``[B]`` with batched evidence.
 
     Only the evidence nodes and their ancestors are contracted (the rest is barren); with no
-    evidence the result is ``0``. A zero-probability evidence row gives ``-inf``.
+    evidence the result is ``0``. A zero-probability evidence row gives ``-inf``; a tiny but
+    positive one (below float64's ``1e-308``) its exact finite logarithm.
     """
     scalar, batched, b = _evidence(dag, evidence)
     observed = set(scalar) | set(batched)
@@ -289,6 +333,4 @@ def log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None) -> torch.T
         return torch.zeros((), dtype=torch.float64)
     keep = ancestors(dag._parents, observed)
     factors = _factors(dag, keep, scalar, batched)
-    out = (_BATCH,) if b is not None else ()
-    z = _contract(dag, factors, out)
-    return z.log()
+    return _contract(dag, factors, (_BATCH,) if b is not None else (), _log_floor(dag, keep))

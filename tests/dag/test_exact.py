@@ -137,6 +137,69 @@ def test_long_chain_is_not_limited_like_enumeration():
     torch.testing.assert_close(dag.log_evidence({"x299": 0}), (0.5 * lik.sum()).log())
 
 
+def test_evidence_of_probability_1e_minus_400_on_a_chain_matches_the_closed_form():
+    # p(x0 = 1) = 0.01 and p(x_i = 1 | x_{i-1} = 1) = 0.01: all 200 nodes in state 1 has
+    # p(e) = 1e-400, below float64's smallest number (products of probabilities give 0).
+    t = torch.tensor([[0.95, 0.05], [0.99, 0.01]], dtype=torch.float64)
+    spec = {"x0": cpt([], [0.99, 0.01])}
+    for i in range(1, 200):
+        spec[f"x{i}"] = cpt([f"x{i - 1}"], t)
+    dag = DAG(spec)
+    torch.testing.assert_close(dag.log_evidence({f"x{i}": 1 for i in range(200)}),
+                               torch.tensor(200 * math.log(0.01), dtype=torch.float64),
+                               atol=0, rtol=1e-12)
+    # every other node observed: the hidden ones are summed out, p(x_{i+2} | x_i) = T^2
+    two = t @ t
+    rows = torch.tensor([[1] * 100, [0] * 100, [1, 0] * 50])
+    ev = {f"x{2 * k}": rows[:, k] for k in range(100)}
+    expected = torch.stack([math.log([0.99, 0.01][int(r[0])])
+                            + two[r[:-1], r[1:]].log().sum() for r in rows])
+    torch.testing.assert_close(dag.log_evidence(ev), expected, atol=0, rtol=1e-12)
+
+
+def test_posterior_under_evidence_of_probability_below_1e_minus_308_matches_log_space_enumeration():
+    # h0 -> h1 -> h2 (3 states each), 150 binary children of each h_j, all observed: the
+    # query's contraction covers all 450 tiny factors (log p(e) near -1400 for row 0).
+    gen = torch.Generator().manual_seed(0)
+
+    def rows(shape):
+        t = torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5
+        return t / t.sum(-1, keepdim=True)
+
+    p0, t1, t2 = rows(3), rows((3, 3)), rows((3, 3))
+    base = 0.02 + 0.08 * torch.rand(3, 150, generator=gen, dtype=torch.float64)
+    on = base.unsqueeze(1) * (1 + 0.1 * (2 * torch.rand(3, 3, 150, generator=gen,
+                                                        dtype=torch.float64) - 1))
+    emit = torch.stack([1 - on, on], -1)  # emit[j, h, i] = p(o_ji | h_j = h)
+    spec = {"h0": cpt([], p0), "h1": cpt(["h0"], t1), "h2": cpt(["h1"], t2),
+            "never": cpt(["h2"], [[1.0, 0.0]] * 3)}
+    for j in range(3):
+        for i in range(150):
+            spec[f"o{j}_{i}"] = cpt([f"h{j}"], emit[j, :, i])
+    dag = DAG(spec)
+    obs = torch.stack([torch.ones(3, 150, dtype=torch.long),
+                       (torch.rand(3, 150, generator=gen) < 0.5).long()])  # [row, j, i]
+    ev = {f"o{j}_{i}": obs[:, j, i] for j in range(3) for i in range(150)}
+    # log p(h0, h1, h2, e) by enumeration of the 27 hidden configurations, in log space
+    lik = emit.log().unsqueeze(0).expand(2, -1, -1, -1, -1).gather(
+        -1, obs.unsqueeze(2).expand(-1, -1, 3, -1).unsqueeze(-1)).squeeze(-1).sum(-1)
+    log_joint = (p0.log()[:, None, None] + t1.log()[:, :, None] + t2.log()[None]
+                 + lik[:, 0, :, None, None] + lik[:, 1, None, :, None]
+                 + lik[:, 2, None, None, :])  # [row, h0, h1, h2]
+    log_pe = log_joint.flatten(1).logsumexp(-1)
+    assert log_pe[0] < math.log(1e-308) < log_pe[1]
+    torch.testing.assert_close(dag.log_evidence(ev), log_pe, atol=0, rtol=1e-12)
+    post = dag.posterior(["h0", "h1", "h2"], ev)
+    for q, dims in (("h0", (2, 3)), ("h1", (1, 3)), ("h2", (1, 2))):
+        expected = (log_joint.logsumexp(dims) - log_pe[:, None]).exp()
+        torch.testing.assert_close(post[q], expected, atol=0, rtol=1e-9)
+    # impossible evidence in the same contraction is still -inf and refused
+    scalar = {k: int(v[0]) for k, v in ev.items()}
+    assert dag.log_evidence({**scalar, "never": 1}) == -math.inf
+    with pytest.raises(DAGError, match="probability zero"):
+        dag.posterior("h1", {**scalar, "never": 1})
+
+
 def test_batched_evidence_is_one_contraction_per_pattern_and_matches_rows():
     dag = read_bif("alarm")
     gen = torch.Generator().manual_seed(0)
