@@ -2,30 +2,37 @@
 
 :func:`fit` wraps :class:`pyro.infer.SVI` with what a real training run needs: seeded
 minibatching, correct ``N / B`` scaling of the sites in the data plate, device placement,
-a progress bar, NaN detection, atomic checkpoints and exact resumption.
+a progress bar, NaN detection, atomic checkpoints and exact resumption. Checkpoint files
+are written and read by :mod:`pgm_lab.checkpoint` (tensors and plain values only, loaded with
+``weights_only=True``, validated key by key, refused if the configuration or data changed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyro
 import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
+from pyro.params.param_store import (
+    module_from_param_with_module_name,
+    normalize_param_name,
+    user_param_name,
+)
 from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
+from . import checkpoint as checkpoint_io
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 from .optim import Adam
 
@@ -39,7 +46,7 @@ __all__ = [
     "save_checkpoint_atomic",
 ]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 1 held numpy arrays and python tuples: it needed unsafe loading
 
 
 @dataclass
@@ -148,29 +155,10 @@ def _modules_of(*fns: Callable | None) -> list[torch.nn.Module]:
     return mods
 
 
-def save_checkpoint_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``.
+save_checkpoint_atomic = checkpoint_io.save_atomic
 
-    A crash at any point leaves either the previous file or the new one, never a torn file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+# ELBO attributes Pyro fills in at the first step (run state, not configuration).
+_LOSS_RUN_STATE = ("max_plate_nesting",)
 
 
 def _history_path(checkpoint: Path) -> Path:
@@ -189,7 +177,7 @@ def fit(
     seed: int | None = 0,
     device: str | torch.device = "auto",
     checkpoint: str | os.PathLike | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     progress: bool | None = None,
     callbacks: Sequence[Callable[[int, EpochRecord], bool | None]] = (),
     transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -220,9 +208,19 @@ def fit(
             the global RNG state as is.
         device: ``"auto"`` (CUDA if available else CPU), ``"cpu"``, ``"cuda"``...
         checkpoint: path of the checkpoint file, rewritten atomically after every epoch, with a
-            ``<stem>.history.json`` beside it.
-        resume: continue from ``checkpoint`` if it exists (params, optimizer and RNG states,
-            epoch); the result equals an uninterrupted run with the same seed.
+            ``<stem>.history.json`` beside it. It is checked to be writable before the first
+            step, and temporary files left beside it by a killed run are deleted. The file
+            holds only tensors and plain values: it loads with
+            ``torch.load(path, weights_only=True)``, and is never loaded any other way.
+        resume: ``True``: continue from ``checkpoint`` if it exists (params, optimizer, loss
+            and RNG states, epoch); the result equals an uninterrupted run with the same seed.
+            The checkpoint records the configuration (loss and optimizer settings,
+            ``batch_size``, ``seed``, ``shuffle``, ``plate_name``, ``transform``) and a
+            fingerprint of ``data`` (shapes, dtypes, SHA-256 of the bytes); resuming with any
+            of them changed is refused with a list of the differences. ``epochs`` may change:
+            training continues up to the new number. ``"force"``: resume despite such
+            differences, continuing with the new settings (the new optimizer hyperparameters
+            replace the saved ones). ``False``: start afresh, overwriting the checkpoint.
         progress: show a tqdm bar; ``None`` -> only on a terminal and not when ``CI`` is set.
         callbacks: ``cb(epoch, record)`` after each epoch; a truthy return stops training.
         transform: ``transform(x, generator)`` applied to the first data tensor of each batch,
@@ -240,103 +238,175 @@ def fit(
     Raises:
         TrainingError: the loss became NaN or infinite (names epoch and step; the last good
             checkpoint stays on disk).
-        CheckpointError: ``resume=True`` and the checkpoint cannot be loaded.
+        CheckpointError: ``checkpoint`` is not a writable file path; or, resuming, the file
+            cannot be read, holds anything but tensors and plain values (refused without
+            running it), is malformed (names the key), does not match the model, guide or
+            optimizer, or was written with another configuration or data.
     """
-    if not isinstance(epochs, int) or epochs < 0:
+    _check_arguments(epochs, batch_size, checkpoint, resume, num_threads)
+    with _torch_threads(num_threads):
+        run = _prepare(model, guide, data, loss=loss, optim=optim, batch_size=batch_size,
+                       seed=seed, device=device, checkpoint=checkpoint, transform=transform,
+                       plate_name=plate_name, shuffle=shuffle)
+        history, start_epoch = History(), 0
+        if resume and run.checkpoint is not None and run.checkpoint.exists():
+            history, start_epoch = _restore(run, force=resume == "force")
+        return _train(run, history, start_epoch, epochs, progress=progress,
+                      callbacks=callbacks, desc=desc)
+
+
+def _check_arguments(epochs: Any, batch_size: Any, checkpoint: Any, resume: Any,
+                     num_threads: Any) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not (resume is True or resume is False or resume == "force"):
+        raise ConfigError(f"resume must be False, True or 'force', got {resume!r}")
     if resume and checkpoint is None:
         raise ConfigError("resume=True needs checkpoint=<path>")
     if num_threads is not None and (isinstance(num_threads, bool)
                                     or not isinstance(num_threads, int) or num_threads < 1):
         raise ConfigError(f"num_threads must be a positive int or None, got {num_threads!r}")
-    if num_threads is not None:
-        saved_threads = torch.get_num_threads()
-        torch.set_num_threads(num_threads)
-        try:
-            return fit(model, guide, data, loss=loss, optim=optim, epochs=epochs,
-                       batch_size=batch_size, seed=seed, device=device, checkpoint=checkpoint,
-                       resume=resume, progress=progress, callbacks=callbacks,
-                       transform=transform, plate_name=plate_name, shuffle=shuffle, desc=desc)
-        finally:
-            torch.set_num_threads(saved_threads)
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count is ``num_threads`` inside the block (``None``: unchanged)."""
+    if num_threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@dataclass
+class _Run:
+    """What one call of :func:`fit` trains with, built by :func:`_prepare`."""
+
+    model: Callable
+    guide: Callable
+    tensors: tuple[torch.Tensor, ...]
+    loss: Any
+    optim: Any
+    gen: torch.Generator  # shuffling and ``transform``
+    device: torch.device
+    batch_size: int
+    transform: Callable | None
+    plate_name: str
+    shuffle: bool
+    checkpoint: Path | None
+    settings: dict[str, Any]  # the configuration fingerprint, less the optimizer's
+
+    @property
+    def n(self) -> int:
+        return int(self.tensors[0].shape[0])
+
+    def modules(self) -> list[torch.nn.Module]:
+        return _modules_of(self.model, self.guide)
+
+    def config(self, param_names: Iterable[str]) -> dict[str, Any]:
+        """The configuration fingerprint stored in, and compared with, the checkpoint."""
+        return {**self.settings, "optim": _describe_optim(self.optim, param_names)}
+
+
+def _prepare(model: Callable, guide: Callable | None, data: Any, *, loss: Any, optim: Any,
+             batch_size: int, seed: int | None, device: str | torch.device,
+             checkpoint: str | os.PathLike | None, transform: Callable | None,
+             plate_name: str, shuffle: bool) -> _Run:
+    """Validate data and checkpoint path, move data and modules to the device, seed RNGs."""
     dev = resolve_device(device)
-    tensors = tuple(t.to(dev) for t in _as_tensors(data))
-    n = tensors[0].shape[0]
+    cpu_tensors = _as_tensors(data)
+    ckpt_path = None
+    if checkpoint is not None:
+        ckpt_path = checkpoint_io.check_writable(checkpoint)
+        for path in (ckpt_path, _history_path(ckpt_path)):
+            checkpoint_io.remove_stale_temporaries(path)
     guide = _no_guide if guide is None else guide
     for mod in _modules_of(model, guide):
         mod.to(dev)
     loss = Trace_ELBO() if loss is None else loss
     optim = Adam({"lr": 1e-3}) if optim is None else optim
+    settings = {}
+    if ckpt_path is not None:
+        settings = {"batch_size": batch_size, "seed": seed, "shuffle": bool(shuffle),
+                    "plate_name": plate_name, "transform": checkpoint_io.qualname(transform),
+                    "loss": checkpoint_io.describe(loss, skip=_LOSS_RUN_STATE),
+                    "data": checkpoint_io.data_fingerprint(cpu_tensors)}
     if seed is not None:
         pyro.set_rng_seed(seed)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(0 if seed is None else seed)
+    return _Run(model=model, guide=guide, tensors=tuple(t.to(dev) for t in cpu_tensors),
+                loss=loss, optim=optim, gen=gen, device=dev, batch_size=batch_size,
+                transform=transform, plate_name=plate_name, shuffle=shuffle,
+                checkpoint=ckpt_path, settings=settings)
 
-    def scaled(fn: Callable, b: int) -> Callable:
-        return scale_plate(fn, plate_name, n / b)
 
-    history = History()
-    start_epoch = 0
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path)
-        # Materialize every parameter (PyroModule params enter the param store lazily) before
-        # restoring values in place, so tensors shared by modules and the store stay shared.
-        first = [t[: min(batch_size, n)] for t in tensors]
-        if transform is not None:  # the model sees transformed data (e.g. binarized) only
-            first[0] = transform(first[0], torch.Generator().manual_seed(0))
-        _materialize_params(model, guide, tuple(first), loss)
-        _restore(state, optim, loss, gen, _modules_of(model, guide))
-        history = History.from_dict(state["history"])
-        start_epoch = state["epoch"]
-
-    svi = SVI(model, guide, optim, loss)
+def _train(run: _Run, history: History, start_epoch: int, epochs: int, *,
+           progress: bool | None, callbacks: Sequence[Callable], desc: str) -> History:
+    """Epochs ``start_epoch .. epochs - 1``, each followed by a checkpoint and the callbacks."""
+    svi = SVI(run.model, run.guide, run.optim, run.loss)
+    total = max(0, epochs - start_epoch) * math.ceil(run.n / run.batch_size)
     show = progress_enabled(progress)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = max(0, epochs - start_epoch) * steps_per_epoch
     with tqdm(total=total, disable=not show, desc=desc, leave=False, dynamic_ncols=True) as bar:
         for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-            order = order.to(dev)
-            epoch_loss = 0.0
-            for step in range(steps_per_epoch):
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                batch = [t[idx] for t in tensors]
-                if transform is not None:
-                    batch[0] = transform(batch[0], gen)
-                b = int(idx.shape[0])
-                svi.model, svi.guide = scaled(model, b), scaled(guide, b)
-                where = f"epoch {epoch}, step {step}"
-                kept = f"; last good checkpoint: {ckpt_path}" if ckpt_path else ""
-                try:
-                    step_loss = svi.step(*batch)
-                except ValueError as exc:
-                    # Pyro's validation raises ValueError on a NaN distribution parameter.
-                    bad = _non_finite_params()
-                    first_line = str(exc).splitlines()[0] if str(exc) else ""
-                    if not bad and "invalid values" not in first_line:
-                        raise
-                    what = f"parameters {bad} became NaN or infinite" if bad else first_line
-                    raise TrainingError(f"{what} at {where}{kept}. Lower the learning rate "
-                                        "or check the model's scales") from exc
-                if not math.isfinite(step_loss):
-                    raise TrainingError(f"loss is {step_loss} at {where}{kept}. Lower the "
-                                        "learning rate or check the model's scales")
-                epoch_loss += step_loss
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{step_loss / n:.4g}")
-            record = EpochRecord(epoch=epoch, loss=epoch_loss / steps_per_epoch / n,
-                                 seconds=time.perf_counter() - t0, steps=steps_per_epoch)
+            record = _train_epoch(run, svi, epoch, bar)
             history.epochs.append(record)
-            if ckpt_path is not None:
-                _save(ckpt_path, epoch + 1, history, optim, loss, gen, _modules_of(model, guide))
+            if run.checkpoint is not None:
+                _save_checkpoint(run, epoch + 1, history)
             stop = [cb(epoch, record) for cb in callbacks]
             if any(stop):
                 break
     return history
+
+
+def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
+    """One pass over the data in (shuffled) minibatches."""
+    t0 = time.perf_counter()
+    n, b = run.n, run.batch_size
+    steps = math.ceil(n / b)
+    order = torch.randperm(n, generator=run.gen) if run.shuffle else torch.arange(n)
+    order = order.to(run.device)
+    epoch_loss = 0.0
+    for step in range(steps):
+        idx = order[step * b : (step + 1) * b]
+        batch = [t[idx] for t in run.tensors]
+        if run.transform is not None:
+            batch[0] = run.transform(batch[0], run.gen)
+        step_loss = _step(run, svi, batch, f"epoch {epoch}, step {step}")
+        epoch_loss += step_loss
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{step_loss / n:.4g}")
+    return EpochRecord(epoch=epoch, loss=epoch_loss / steps / n,
+                       seconds=time.perf_counter() - t0, steps=steps)
+
+
+def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
+    """One SVI step on ``batch`` with the plate scaled by ``N / B``; NaN -> TrainingError."""
+    scale = run.n / int(batch[0].shape[0])
+    svi.model = scale_plate(run.model, run.plate_name, scale)
+    svi.guide = scale_plate(run.guide, run.plate_name, scale)
+    kept = f"; last good checkpoint: {run.checkpoint}" if run.checkpoint else ""
+    try:
+        step_loss = svi.step(*batch)
+    except ValueError as exc:
+        # Pyro's validation raises ValueError on a NaN distribution parameter.
+        bad = _non_finite_params()
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        if not bad and "invalid values" not in first_line:
+            raise
+        what = f"parameters {bad} became NaN or infinite" if bad else first_line
+        raise TrainingError(f"{what} at {where}{kept}. Lower the learning rate "
+                            "or check the model's scales") from exc
+    if not math.isfinite(step_loss):
+        raise TrainingError(f"loss is {step_loss} at {where}{kept}. Lower the "
+                            "learning rate or check the model's scales")
+    return step_loss
 
 
 def _non_finite_params() -> list[str]:
@@ -352,72 +422,169 @@ def _materialize_params(model: Callable, guide: Callable, batch: tuple, loss: An
     torch.set_rng_state(rng)
 
 
-def _rng_states(gen: torch.Generator) -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 -- pyro seeds the legacy global RNG
-        "python": random.getstate(),
-        "shuffle": gen.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def _optim_args_of(optim: Any, param_name: str) -> dict[str, Any]:
+    """The hyperparameters ``optim`` gives the parameter ``param_name`` (as PyroOptim does)."""
+    args = optim.pt_optim_args
+    if not callable(args):
+        return args
+    if optim.pt_optim_args_argc == 1:
+        return args(normalize_param_name(param_name))
+    return args(module_from_param_with_module_name(param_name), user_param_name(param_name))
 
 
-def _save(path: Path, epoch: int, history: History, optim: Any, loss: Any,
-          gen: torch.Generator, modules: list[torch.nn.Module]) -> None:
+def _describe_optim(optim: Any, param_names: Iterable[str]) -> dict[str, Any]:
+    """The optimizer's torch class and hyperparameters (per parameter if given by a function)."""
+    desc: dict[str, Any] = {
+        "constructor": checkpoint_io.qualname(getattr(optim, "pt_optim_constructor", optim))}
+    args = getattr(optim, "pt_optim_args", None)
+    if callable(args):
+        desc["args"] = {name: checkpoint_io.plain(_optim_args_of(optim, name))
+                        for name in sorted(param_names)}
+    elif args is not None:
+        desc["args"] = checkpoint_io.plain(args)
+    clip = getattr(optim, "pt_clip_args", None)
+    if clip:
+        desc["clip_args"] = checkpoint_io.plain(clip)
+    return desc
+
+
+def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
+    """Everything :func:`_restore` needs to continue after ``epoch`` completed epochs."""
+    optim_state = run.optim.get_state()
     state = {
         "version": CHECKPOINT_VERSION,
         "epoch": epoch,
-        "param_store": pyro.get_param_store().get_state(),
-        "modules": [m.state_dict() for m in modules],
-        "optim": optim.get_state(),
-        "loss": loss.state_dict() if hasattr(loss, "state_dict") else None,
-        "rng": _rng_states(gen),
+        "param_store": checkpoint_io.param_store_state(),
+        "modules": [m.state_dict() for m in run.modules()],
+        "optim": optim_state,
+        "loss": run.loss.state_dict() if hasattr(run.loss, "state_dict") else None,
+        "rng": {**checkpoint_io.global_rng_state(), "shuffle": run.gen.get_state()},
         "history": history.to_dict(),
+        "config": run.config(optim_state),
     }
-    save_checkpoint_atomic(state, path)
-    _write_json_atomic(history.to_dict(), _history_path(path))
+    checkpoint_io.save_atomic(state, run.checkpoint)
+    checkpoint_io.write_text_atomic(json.dumps(history.to_dict(), indent=2),
+                                    _history_path(run.checkpoint))
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 -- any unpickling failure means a bad file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} is not a pgm_lab checkpoint (version "
-                              f"{CHECKPOINT_VERSION} expected)")
+    state = checkpoint_io.load(path)
+    version = state.get("version") if isinstance(state, Mapping) else None
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} is not a pgm_lab.train.fit checkpoint: expected a dict "
+                              f"with version {CHECKPOINT_VERSION}, got version {version!r}; "
+                              "start afresh with resume=False")
     return state
 
 
-def _restore(state: dict[str, Any], optim: Any, loss: Any, gen: torch.Generator,
-             modules: list[torch.nn.Module]) -> None:
-    if len(state["modules"]) != len(modules):
-        raise CheckpointError(f"checkpoint has {len(state['modules'])} modules, the model and "
-                              f"guide have {len(modules)}; resume with the same model and guide")
+def _restore(run: _Run, *, force: bool) -> tuple[History, int]:
+    """Validate the checkpoint against ``run``, then restore params, optimizer, loss, RNGs.
+
+    Everything that can be checked without touching state is checked first; the model's
+    parameters are materialized (PyroModule parameters enter the param store lazily) before
+    values are copied in place, so tensors shared by modules and the store stay shared.
+    """
+    require = checkpoint_io.require
+    state = _load_checkpoint(run.checkpoint)
+    epoch = require(state, "epoch", int, "an int >= 0 (completed epochs)")
+    if epoch < 0:
+        raise CheckpointError(f"checkpoint key 'epoch': expected an int >= 0 (completed "
+                              f"epochs), got {epoch}; the file is damaged, start afresh")
+    history = _history_from(require(state, "history", Mapping, "a dict with 'epochs'"), epoch)
+    saved_optim = require(state, "optim", Mapping, "a dict param name -> optimizer state")
+    _check_config(run, require(state, "config", Mapping, "a dict (configuration)"),
+                  saved_optim, force=force)
+    optim_state = _optimizer_state(run.optim, saved_optim, force=force)
+    modules = run.modules()
+    saved_modules = require(state, "modules", list, f"a list of {len(modules)} state dicts")
+    if len(saved_modules) != len(modules):
+        raise CheckpointError(f"checkpoint key 'modules': expected {len(modules)} state dicts "
+                              f"(the modules of model and guide), got {len(saved_modules)}; "
+                              "resume with the same model and guide")
+    for i in range(len(modules)):
+        require(saved_modules, i, Mapping, "a module state dict", "modules")
+    param_store = require(state, "param_store", Mapping, "a dict with 'params', 'constraints'")
+    rng = require(state, "rng", Mapping, "a dict of RNG states")
+    shuffle = require(rng, "shuffle", torch.Tensor, "a uint8 tensor (generator state)", "rng")
+
+    first = [t[: min(run.batch_size, run.n)] for t in run.tensors]
+    if run.transform is not None:  # the model sees transformed data (e.g. binarized) only
+        first[0] = run.transform(first[0], torch.Generator().manual_seed(0))
+    _materialize_params(run.model, run.guide, tuple(first), run.loss)
     with torch.no_grad():
-        for mod, sd in zip(modules, state["modules"]):
+        for i, (mod, sd) in enumerate(zip(modules, saved_modules)):
             try:
                 mod.load_state_dict(sd)
-            except RuntimeError as exc:
-                raise CheckpointError(f"checkpoint does not match {type(mod).__name__}: "
-                                      f"{exc}") from exc
-        store = pyro.get_param_store()
-        saved = state["param_store"]
-        for name, value in saved["params"].items():
-            if name in store._params:
-                store._params[name].copy_(value)
-            else:
-                store._params[name] = value.clone().requires_grad_()
-                store._constraints[name] = saved["constraints"][name]
-    optim.set_state(state["optim"])
-    if state["loss"] is not None and hasattr(loss, "load_state_dict"):
-        loss.load_state_dict(state["loss"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])  # noqa: NPY002
-    random.setstate(rng["python"])
-    gen.set_state(rng["shuffle"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+            except (RuntimeError, TypeError) as exc:
+                raise CheckpointError(f"checkpoint key 'modules[{i}]': expected the state of "
+                                      f"{type(mod).__name__}, got one that does not match "
+                                      f"({exc}); resume with the same model and guide") from exc
+    checkpoint_io.restore_param_store(param_store)
+    run.optim.set_state(optim_state)
+    if state.get("loss") is not None and hasattr(run.loss, "load_state_dict"):
+        run.loss.load_state_dict(state["loss"])
+    checkpoint_io.set_global_rng_state(rng)
+    try:
+        run.gen.set_state(shuffle)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint key 'rng.shuffle': expected a torch.Generator "
+                              f"state, got {exc}") from exc
+    return history, epoch
+
+
+def _history_from(state: Mapping[str, Any], epoch: int) -> History:
+    require = checkpoint_io.require
+    records = require(state, "epochs", list, f"a list of {epoch} epoch records", "history")
+    if len(records) != epoch:
+        raise CheckpointError(f"checkpoint key 'history.epochs': expected {epoch} records (one "
+                              f"per completed epoch), got {len(records)}; the file is damaged")
+    history = History()
+    for i in range(epoch):
+        where = f"history.epochs[{i}]"
+        record = require(records, i, Mapping, "an epoch record", "history.epochs")
+        history.epochs.append(EpochRecord(
+            epoch=require(record, "epoch", int, "an int", where),
+            loss=require(record, "loss", float, "a float", where),
+            seconds=require(record, "seconds", (int, float), "a number", where),
+            steps=require(record, "steps", int, "an int", where)))
+    return history
+
+
+def _check_config(run: _Run, saved: Mapping[str, Any], saved_optim: Mapping[str, Any], *,
+                  force: bool) -> None:
+    """Refuse another optimizer always, other settings or data unless ``force``."""
+    new = run.config(saved_optim)
+    old_optim = saved.get("optim")
+    old_class = old_optim.get("constructor") if isinstance(old_optim, Mapping) else None
+    if old_class != new["optim"]["constructor"]:
+        raise CheckpointError(f"checkpoint key 'optim': expected the state of "
+                              f"{new['optim']['constructor']} (the optimizer passed), got that "
+                              f"of {old_class}; one optimizer's state cannot be loaded into "
+                              "another: resume with the same optimizer, or start afresh")
+    diffs = checkpoint_io.differences(saved, new)
+    if diffs and not force:
+        raise CheckpointError(
+            f"cannot resume from {run.checkpoint}: expected the configuration and data it was "
+            f"written with, got {len(diffs)} difference(s) (checkpoint -> now): "
+            + "; ".join(diffs) + ". Pass the same settings and data, or resume='force' "
+            "(--resume force on the command line) to continue with the new ones")
+
+
+def _optimizer_state(optim: Any, saved: Mapping[str, Any], *, force: bool) -> dict[str, Any]:
+    """The saved per-parameter optimizer states, validated; with ``force``, the hyperparameters
+    of ``optim`` replace the saved ones (else the saved ones win, as in torch)."""
+    out = {}
+    for name in saved:
+        entry = checkpoint_io.require(saved, name, Mapping, "an optimizer state dict", "optim")
+        if "param_groups" in entry:
+            where = f"optim.{name}"
+            groups = checkpoint_io.require(entry, "param_groups", list, "a list of dicts", where)
+            checkpoint_io.require(entry, "state", Mapping, "a dict", where)
+            for i in range(len(groups)):
+                checkpoint_io.require(groups, i, Mapping, "a param group dict",
+                                      f"{where}.param_groups")
+            if force and getattr(optim, "pt_optim_args", None) is not None:
+                new_args = _optim_args_of(optim, name)
+                entry = {**entry, "param_groups": [{**g, **new_args} for g in groups]}
+        out[name] = entry
+    return out

@@ -77,7 +77,7 @@ def test_nan_raises_training_error_with_epoch_and_step(tmp_path, poison):
         with pyro.validation_enabled(poison != "factor_unvalidated"):
             fit(model, guide, torch.randn(8), epochs=5, batch_size=4, device="cpu",
                 checkpoint=ckpt, progress=False)
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 2  # last good checkpoint kept
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2  # last good checkpoint kept
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     # 6 steps per epoch: step 22 is in the middle of epoch 3 (0-based).
     killed = _run_script(tmp_path / "ck.pt", 6, "0", "22", tmp_path / "unused.pt")
     assert killed.returncode == -9
-    assert torch.load(tmp_path / "ck.pt", weights_only=False)["epoch"] == 3
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 3
     resumed = _run_script(tmp_path / "ck.pt", 6, "1", "-", tmp_path / "resumed_params.pt")
     assert resumed.returncode == 0, resumed.stderr
     a, b = torch.load(tmp_path / "full_params.pt"), torch.load(tmp_path / "resumed_params.pt")

@@ -20,6 +20,7 @@ from pyro.infer import ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from ..checkpoint import require
 from ..errors import CheckpointError, ConfigError
 from .energy import EnergyDistribution, EnergyModel
 from .gibbs import gibbs_step
@@ -85,25 +86,44 @@ class ContrastiveDivergence(ELBO):
     # ---- state -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Persistent chains and generator state (for checkpoints)."""
+        """Persistent chains and generator state (for checkpoints): tensors, a device name."""
         return {"chains": None if self.chains is None else self.chains.clone(),
                 "generator": None if self._generator is None else self._generator.get_state(),
                 "device": None if self._generator is None else str(self._generator.device)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (refuses persistent chains of another count)."""
-        chains = state["chains"]
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: a missing or malformed entry (named as ``loss.<key>``, its place in
+                a :func:`pgm_lab.train.fit` checkpoint), or persistent chains of another count
+                than ``num_chains``.
+        """
+        chains = require(state, "chains", (torch.Tensor, type(None)),
+                         "None or a float tensor [C, V] of persistent chains", "loss")
+        gen_state = require(state, "generator", (torch.Tensor, type(None)),
+                            "None or a uint8 tensor (generator state)", "loss")
+        device = require(state, "device", (str, type(None)), "None or a device name", "loss")
+        if chains is not None and (chains.dim() != 2 or not chains.is_floating_point()):
+            raise CheckpointError(f"checkpoint key 'loss.chains': expected a float tensor "
+                                  f"[C, V] of persistent chains, got {chains.dtype} of shape "
+                                  f"{tuple(chains.shape)}; the file is damaged, start afresh")
         if chains is not None and self.num_chains is not None and \
                 chains.shape[0] != self.num_chains:
             raise CheckpointError(f"expected {self.num_chains} persistent chains "
                                   f"(num_chains), got {chains.shape[0]} in the checkpoint; "
                                   f"resume with num_chains={chains.shape[0]} or start afresh")
+        generator = None
+        if gen_state is not None:
+            try:
+                generator = torch.Generator(device=device or "cpu")
+                generator.set_state(gen_state)
+            except (RuntimeError, TypeError) as exc:
+                raise CheckpointError(f"checkpoint key 'loss.generator': expected the state of "
+                                      f"a torch.Generator on {device!r}, got one that is "
+                                      f"refused ({exc}); start afresh") from exc
         self.chains = chains
-        if state["generator"] is None:
-            self._generator = None
-        else:
-            self._generator = torch.Generator(device=state["device"])
-            self._generator.set_state(state["generator"])
+        self._generator = generator
 
     def _gen(self, device: torch.device) -> torch.Generator:
         if self._generator is None:

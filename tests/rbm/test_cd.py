@@ -101,8 +101,11 @@ def test_pcd_checkpoint_resume_is_exact(tmp_path):
     for n, p in straight.named_parameters():
         assert_close(dict(again.named_parameters())[n], p, rtol=0, atol=0)
     # resuming with another chain count used to continue silently with the old 9 chains
-    with pytest.raises(CheckpointError, match="expected 5 persistent chains"):
+    with pytest.raises(CheckpointError, match=r"loss\.num_chains: 9 -> 5"):
         RBM(6, 4, seed=0).fit(x, epochs=4, checkpoint=tmp_path / "ck.pt", resume=True,
+                              **{**kw, "num_chains": 5})
+    with pytest.raises(CheckpointError, match="expected 5 persistent chains"):
+        RBM(6, 4, seed=0).fit(x, epochs=4, checkpoint=tmp_path / "ck.pt", resume="force",
                               **{**kw, "num_chains": 5})
 
 
