@@ -15,10 +15,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, InferenceError
-from .energy import EnergyModel
+from .energy import EnergyModel, softplus
 
 __all__ = [
     "MAX_EXACT_UNITS",
@@ -59,20 +58,18 @@ def exact_log_partition(model: EnergyModel, *, max_units: int = MAX_EXACT_UNITS,
                         chunk_size: int = 2**16) -> torch.Tensor:
     r"""Exact :math:`\log Z` by enumeration, float64 scalar tensor.
 
-    For an RBM, enumerates the smaller layer: :math:`\log Z = \operatorname{logsumexp}_h
-    -F(h)` if ``H <= V`` else :math:`\operatorname{logsumexp}_v -F(v)`; a generic energy model
-    always enumerates ``v``. Cost :math:`O(2^{\min(V, H)} V H)` in chunks of ``chunk_size``.
+    Enumerates the smaller layer: :math:`\log Z = \operatorname{logsumexp}_h -F(h)` if ``H <=
+    V`` and the model's visible units are independent given ``h`` (its ``visible_factorized``,
+    e.g. an RBM), else :math:`\operatorname{logsumexp}_v -F(v)`, both through the model's own
+    free energies. Cost :math:`O(2^{\min(V, H)} V H)` for an RBM, in chunks of ``chunk_size``.
 
     Raises:
         InferenceError: the enumerated layer has more than ``max_units`` units.
     """
-    from .rbm import RBM
-
     for arg, value, lo in (("max_units", max_units, 0), ("chunk_size", chunk_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise ConfigError(f"{arg} must be an int >= {lo}, got {value!r}")
-    by_hidden = isinstance(model, RBM) and type(model).energy is RBM.energy and \
-        model.n_hidden <= model.n_visible
+    by_hidden = model.visible_factorized and model.n_hidden <= model.n_visible
     n = model.n_hidden if by_hidden else model.n_visible
     if n > max_units:
         raise InferenceError(
@@ -167,8 +164,8 @@ class _Annealer:
     def log_ratio(self, beta_to: float, beta_from: float) -> torch.Tensor:
         # log p*_to(v) - log p*_from(v), with log p*_beta(v) = b_A v + beta (b - b_A) v
         #   + sum_j softplus(beta x_j)
-        return (beta_to - beta_from) * self.vdb + (F.softplus(beta_to * self.x)
-                                                  - F.softplus(beta_from * self.x)).sum(-1)
+        return (beta_to - beta_from) * self.vdb + (softplus(beta_to * self.x)
+                                                  - softplus(beta_from * self.x)).sum(-1)
 
     def step(self, beta: float) -> None:
         h = torch.bernoulli(torch.sigmoid(beta * self.x), generator=self.gen)
@@ -230,7 +227,8 @@ def ais(
     states. Agreement of both is a check that the annealing is slow enough.
 
     Args:
-        model: an :class:`~pgm_lab.rbm.RBM` (with the plain RBM energy).
+        model: an energy model with the RBM energy (``model.has_rbm_energy``, e.g. an
+            :class:`~pgm_lab.rbm.RBM` whose ``energy`` is not overridden).
         num_runs: independent annealing runs ``M``.
         num_betas: number of temperatures (schedule of :func:`ais_schedule`), or ``betas``.
         base_data: binary ``[N, V]`` whose visible means give :math:`b_A` (the "base-rate"
@@ -248,11 +246,10 @@ def ais(
         quantitative analysis of deep belief networks"; Burda, Grosse & Salakhutdinov (2015),
         "Accurate and conservative estimates of MRF log-likelihood using reverse annealing".
     """
-    from .rbm import RBM
-
-    if not isinstance(model, RBM) or type(model).energy is not RBM.energy:
-        raise InferenceError(f"ais supports the plain RBM energy, got {type(model).__name__}; "
-                             "use exact_log_partition for custom energies")
+    if not getattr(model, "has_rbm_energy", False):
+        raise InferenceError(f"ais anneals the RBM energy -b.v - c.h - v.W.h, got "
+                             f"{type(model).__name__} whose has_rbm_energy is false; use "
+                             "exact_log_partition for other energies")
     if not isinstance(num_runs, int) or num_runs < 2:
         raise ConfigError(f"num_runs must be an int >= 2, got {num_runs!r}")
     if isinstance(reverse_burn_in, bool) or not isinstance(reverse_burn_in, int) \
@@ -275,7 +272,7 @@ def ais(
             b_base = torch.log(p) - torch.log1p(-p)
         else:
             b_base = b.clone()
-        log_z_base = model.n_hidden * math.log(2.0) + F.softplus(b_base).sum()
+        log_z_base = model.n_hidden * math.log(2.0) + softplus(b_base).sum()
         bl = betas.tolist()
 
         v = torch.bernoulli(torch.sigmoid(b_base).expand(num_runs, -1), generator=gen)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from .bernoulli import bernoulli_logits
-from .energy import EnergyModel
+from .energy import EnergyModel, softplus
 
 __all__ = ["RBM"]
 
@@ -63,6 +63,13 @@ class RBM(EnergyModel):
         dtype: parameter dtype (``torch.float64`` for exact comparisons).
         name: prefix of the parameter names in Pyro's param store.
 
+    Subclasses: the closed forms below (conditionals, free energies, their gradients, AIS)
+    hold for this energy only. A subclass that overrides :meth:`energy` gets the generic
+    :class:`~pgm_lab.rbm.energy.EnergyModel` forms derived from its own energy instead, with
+    ``has_rbm_energy = False`` and ``visible_factorized = False`` (one-unit-at-a-time visible
+    updates) unless its class body declares them again, e.g. ``visible_factorized = True``
+    for an extra term without visible-visible interactions.
+
     References:
         Smolensky (1986), "Information processing in dynamical systems: foundations of harmony
         theory"; Hinton (2002), "Training products of experts by minimizing contrastive
@@ -71,6 +78,14 @@ class RBM(EnergyModel):
     """
 
     visible_factorized = True
+    has_rbm_energy = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "energy" in cls.__dict__:  # a new energy: the closed forms no longer follow from it
+            for capability in ("has_rbm_energy", "visible_factorized"):
+                if capability not in cls.__dict__:
+                    setattr(cls, capability, False)
 
     def __init__(self, n_visible: int, n_hidden: int, *, data: Any = None, init_std: float = 0.01,
                  seed: int | None = None, dtype: torch.dtype = torch.float32,
@@ -113,6 +128,8 @@ class RBM(EnergyModel):
         return params["W"], params["b"], params["c"]
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        if not self.has_rbm_energy:
+            return super().hidden_logits(v)
         W, _, c = self._wbc()
         _check_dtype(v, W, "v")
         if v.dim() == 2:  # one fused kernel (bias add inside the GEMM)
@@ -120,6 +137,8 @@ class RBM(EnergyModel):
         return v @ W + c
 
     def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.has_rbm_energy:
+            return super().visible_logits(h)
         W, b, _ = self._wbc()
         _check_dtype(h, W, "h")
         if h.dim() == 2:
@@ -132,11 +151,15 @@ class RBM(EnergyModel):
 
     def sample_v(self, h: torch.Tensor, v: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.has_rbm_energy:
+            return super().sample_v(h, v, generator)
         return bernoulli_logits(self.visible_logits(h), generator, inplace=True)
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        if not self.has_rbm_energy:
+            return super().free_energy(v)
         x = self.hidden_logits(v)  # checks the dtype first
-        return -(v @ self.b) - F.softplus(x).sum(-1)
+        return -(v @ self.b) - softplus(x).sum(-1)
 
     def free_energy_difference(self, v_pos: torch.Tensor, v_neg: torch.Tensor, *,
                                grads: bool = True
@@ -151,13 +174,15 @@ class RBM(EnergyModel):
         :math:`a = c + x W`, and :math:`\nabla_W D = x^\top (w \odot \hat h)`,
         :math:`\nabla_b D = w^\top x`, :math:`\nabla_c D = w^\top \hat h`.
         """
+        if not self.has_rbm_energy:
+            return super().free_energy_difference(v_pos, v_neg, grads=grads)
         W, b, c = self._wbc()
         with torch.no_grad():
             x = torch.cat([v_pos, v_neg])
             w = _phase_weights(v_pos.shape[0], v_neg.shape[0], x.dtype, x.device)
             a = torch.addmm(c, x, W)
             db = w @ x
-            value = db @ b + w @ F.softplus(a).sum(1)
+            value = db @ b + w @ softplus(a).sum(1)
             if not grads:
                 return value, {}
             wh = torch.sigmoid(a).mul_(w.unsqueeze(1))
@@ -166,7 +191,9 @@ class RBM(EnergyModel):
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
         r""":math:`F(h) = -\log \sum_v e^{-E(v, h)} = -c^\top h - \sum_i
         \operatorname{softplus}(b_i + W_{i,:} h)`, ``[..., H] -> [...]``."""
-        return -(h @ self.c) - F.softplus(h @ self.W.T + self.b).sum(-1)
+        if not self.has_rbm_energy:
+            return super().hidden_free_energy(h)
+        return -(h @ self.c) - softplus(h @ self.W.T + self.b).sum(-1)
 
     def transform(self, v: Any) -> torch.Tensor:
         r"""Hidden activation probabilities :math:`\sigma(c + v^\top W)`, ``[N, V] -> [N, H]``.

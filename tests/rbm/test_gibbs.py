@@ -8,7 +8,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from pgm_lab.errors import ConfigError, DataError
-from pgm_lab.rbm import EnergyModel, GibbsKernel, gibbs
+from pgm_lab.rbm import RBM, EnergyModel, GibbsKernel, gibbs
 
 from ._oracle import all_states, joint_table, random_rbm
 
@@ -82,6 +82,31 @@ def test_custom_energy_with_coupled_visible_units_reuses_gibbs():
     assert_close(model.free_energy(all_states(N_V)).detach(),
                  -torch.logsumexp(-model.energy(all_states(N_V)[:, None], all_states(N_H))
                                   .detach(), 1))
+
+
+class _TiltedRBM(RBM):
+    """An RBM subclass whose ``energy`` adds a visible coupling and a hidden field."""
+
+    def energy(self, v, h):
+        return super().energy(v, h) - 2.0 * v[..., 0] * v[..., 3] - 0.7 * h.sum(-1)
+
+
+@pytest.mark.parametrize("visible_factorized", [False, True])
+def test_rbm_subclass_overriding_energy_samples_its_own_model(visible_factorized):
+    # Gibbs used to run on the RBM closed forms, sampling the parent model's joint. With
+    # visible_factorized declared, the subclass's energy must not couple visible units.
+    if visible_factorized:
+        cls = type("FieldRBM", (RBM,), {
+            "visible_factorized": True,
+            "energy": lambda self, v, h: RBM.energy(self, v, h) - 0.7 * h.sum(-1) - v[..., 1]})
+    else:
+        cls = _TiltedRBM
+    model = cls(N_V, N_H, dtype=torch.float64)
+    model.load_state_dict(random_rbm(N_V, N_H, 1.0, 0).state_dict())
+    gen = torch.Generator().manual_seed(4)
+    v0 = torch.bernoulli(torch.full((20000, N_V), 0.5, dtype=torch.float64), generator=gen)
+    out = model.gibbs(v0, 30, generator=gen)
+    _check_against_joint(model, out.v, out.h)
 
 
 def test_gibbs_kernel_through_pyro_mcmc_reaches_the_exact_joint():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from pgm_lab.errors import ConfigError, DataError
+from pgm_lab.errors import ConfigError, DataError, InferenceError
 from pgm_lab.rbm import RBM
 
 from ._oracle import all_states, brute_energy, joint_table, random_rbm
@@ -219,3 +219,85 @@ def test_closed_forms_refuse_a_dtype_other_than_the_parameters():
         with pytest.raises(DataError, match="parameters' dtype torch.float64, got torch.float32"):
             call()
     assert rbm.log_prob(v32).dtype == torch.float64  # validated entry points still convert
+
+
+class _CoupledSubclass(RBM):
+    """An RBM plus a visible-visible coupling and a hidden field; only ``energy`` changes."""
+
+    def energy(self, v, h):
+        return super().energy(v, h) - 1.5 * v[..., 0] * v[..., 1] - 0.8 * h.sum(-1)
+
+
+class _RedeclaredSubclass(RBM):
+    """Overrides ``energy`` without changing it and says so: the closed forms stay."""
+
+    has_rbm_energy = True
+    visible_factorized = True
+
+    def energy(self, v, h):
+        return super().energy(v, h)
+
+
+def _subclass_with_params(cls, n_v, n_h, seed):
+    model = cls(n_v, n_h, dtype=torch.float64)
+    model.load_state_dict(random_rbm(n_v, n_h, 1.0, seed).state_dict())
+    return model
+
+
+@pytest.mark.parametrize("n_v, n_h", [(5, 3), (3, 5)])
+def test_subclass_overriding_energy_gets_its_own_log_z_and_free_energy(n_v, n_h):
+    # The RBM closed forms used to be kept: log Z off by nats, F(v) of the RBM energy.
+    model = _subclass_with_params(_CoupledSubclass, n_v, n_h, seed=4)
+    assert not model.has_rbm_energy and not model.visible_factorized
+    vs, hs, log_p = joint_table(model, n_v, n_h)
+    with torch.no_grad():
+        neg_e = -model.energy(vs, hs)
+        assert_close(model.log_partition(), torch.logsumexp(neg_e, 0))
+        brute_f = -torch.logsumexp(neg_e.reshape(2**n_v, 2**n_h), 1)
+        assert_close(model.free_energy(all_states(n_v)), brute_f)
+        assert_close(model.log_prob(all_states(n_v)).exp().sum(),
+                     torch.tensor(1.0, dtype=torch.float64))
+        # p(h_j = 1 | v) of the new energy, from energy differences
+        e0 = model.energy(all_states(n_v)[:, None], torch.zeros(n_h, dtype=torch.float64))
+        e1 = model.energy(all_states(n_v)[:, None], torch.eye(n_h, dtype=torch.float64))
+        assert_close(model.hidden_logits(all_states(n_v)), e0 - e1)
+    # contrastive-divergence gradients follow the new free energy too
+    v_pos, v_neg = all_states(n_v)[:3], all_states(n_v)[-2:]
+    value, grads = model.free_energy_difference(v_pos, v_neg)
+    assert_close(value, (model.free_energy(v_pos).mean() - model.free_energy(v_neg).mean())
+                 .detach())
+    with pytest.raises(InferenceError, match="has_rbm_energy"):
+        model.log_partition("ais", num_runs=4, num_betas=10)
+
+
+def test_subclass_that_redeclares_the_rbm_energy_keeps_the_closed_forms():
+    model = _subclass_with_params(_RedeclaredSubclass, 4, 3, seed=5)
+    plain = _subclass_with_params(RBM, 4, 3, seed=5)
+    assert model.has_rbm_energy and model.visible_factorized
+    vs = all_states(4)
+    with torch.no_grad():
+        assert_close(model.free_energy(vs), plain.free_energy(vs))
+        assert_close(model.log_partition(), plain.log_partition())
+    assert model.log_partition("ais", num_runs=4, num_betas=10).dtype == torch.float64
+
+
+def test_float64_free_energies_are_exact_for_logits_beyond_20():
+    # F.softplus's default threshold=20 returns x itself above 20: an error of e^-x per unit
+    # (~1e-9 at x = 21), some 10^5 times float64's resolution. Reference: torch.logaddexp.
+    n_h = 20
+    rbm = RBM(3, n_h, init_std=0.0, dtype=torch.float64)
+    logits = torch.linspace(20.5, 40.0, n_h, dtype=torch.float64)
+    with torch.no_grad():
+        rbm.c.copy_(logits)
+        rbm.b.copy_(torch.tensor([21.0, 30.0, 39.0], dtype=torch.float64))
+    v = all_states(3)
+    zero = torch.zeros((), dtype=torch.float64)
+    want_f = -(v @ rbm.b) - torch.logaddexp(zero, logits).sum()
+    h = all_states(n_h)[:: 2**14]
+    want_fh = -(h @ rbm.c) - torch.logaddexp(zero, rbm.b).sum()
+    with torch.no_grad():
+        assert_close(rbm.free_energy(v), want_f, rtol=0, atol=1e-12)
+        assert_close(rbm.hidden_free_energy(h), want_fh, rtol=0, atol=1e-12)
+        value, _ = rbm.free_energy_difference(v[:4], v[4:], grads=False)
+        want_d = want_f[:4].mean() - want_f[4:].mean()
+        assert_close(value, want_d, rtol=0, atol=1e-12)
