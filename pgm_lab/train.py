@@ -518,7 +518,8 @@ def _restore(run: _Run, *, force: bool) -> tuple[History, int]:
             except (RuntimeError, TypeError) as exc:
                 raise CheckpointError(f"checkpoint key 'modules[{i}]': expected the state of "
                                       f"{type(mod).__name__}, got one that does not match "
-                                      f"({exc}); resume with the same model and guide") from exc
+                                      f"({' '.join(str(exc).split())}); resume with the "
+                                      "same model and guide") from exc
     checkpoint_io.restore_param_store(param_store)
     run.optim.set_state(optim_state)
     if state.get("loss") is not None and hasattr(run.loss, "load_state_dict"):

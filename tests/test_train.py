@@ -250,3 +250,191 @@ def test_resume_materializes_params_on_transformed_data(tmp_path):
     pyro.clear_param_store()
     fit(model, None, x, epochs=2, resume=True, **kw)
     assert all(set(b.unique().tolist()) <= {0.0, 1.0} for b in seen)
+
+
+# ---- checkpoint safety: no code execution, no silent mix-ups ---------------------------------
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: a stand-in for any code a pickle may run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def svi_steps(monkeypatch):
+    """``svi_steps["n"]``: the number of SVI steps taken during the test."""
+    counter = {"n": 0}
+    step = pyro.infer.SVI.step
+
+    def counting_step(self, *args, **kwargs):
+        counter["n"] += 1
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyro.infer.SVI, "step", counting_step)
+    return counter
+
+
+def _tiny_fit(ckpt, *, epochs=1, resume=False, **kw):
+    m = TinyFactor()
+    args = dict(optim=pyro.optim.Adam({"lr": 0.05}), batch_size=16, seed=7, device="cpu",
+                progress=False)
+    args.update(kw)
+    data = args.pop("data", tiny_data())
+    return fit(m.model, m.guide, data, epochs=epochs, checkpoint=ckpt, resume=resume, **args)
+
+
+def test_resume_refuses_a_malicious_checkpoint_and_runs_nothing(tmp_path):
+    ckpt, marker = tmp_path / "ck.pt", tmp_path / "marker"
+    _tiny_fit(ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    state["history"] = _Payload(marker)
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match="nothing in it was run"):
+        _tiny_fit(ckpt, epochs=2, resume=True)
+    assert not marker.exists()
+
+
+def _edit(key_path, value):
+    def edit(state):
+        *parents, last = key_path
+        target = state
+        for k in parents:
+            target = target[k]
+        if value is KeyError:
+            del target[last]
+        else:
+            target[last] = value(target[last]) if callable(value) else value
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_edit(["rng"], KeyError), "'rng' is missing: expected a dict of RNG states"),
+        (_edit(["config"], KeyError), "'config' is missing"),
+        (_edit(["epoch"], -1), "'epoch': expected an int >= 0 .*got -1"),
+        (_edit(["epoch"], "1"), "'epoch': expected an int >= 0 .*got str"),
+        (_edit(["history", "epochs"], 3), "'history.epochs': expected a list of 1"),
+        (_edit(["history", "epochs"], []), "'history.epochs': expected 1 records"),
+        (_edit(["history", "epochs", 0, "loss"], "low"), r"'history.epochs\[0\].loss'"),
+        (_edit(["modules"], {}), "'modules': expected a list of 1 state dicts"),
+        (_edit(["modules", 0], lambda sd: {**sd, "decoder.weight": torch.zeros(2, 2)}),
+         r"'modules\[0\]': expected the state of TinyFactor"),
+        (_edit(["param_store", "params", "encoder$$$bias"], torch.zeros(5)),
+         r"param_store\.params\.encoder\$\$\$bias: expected .*\(2,\)"),
+        (_edit(["optim"], [1, 2]), "'optim': expected a dict param name"),
+        (_edit(["rng", "shuffle"], torch.zeros(3, dtype=torch.uint8)), "'rng.shuffle'"),
+        (_edit(["rng", "python", "internal"], [1, 2]), "'rng.python.internal'"),
+        (_edit(["version"], 1), "expected a dict with version 2, got version 1"),
+    ],
+)
+def test_malformed_checkpoint_is_a_checkpoint_error_naming_the_key(tmp_path, svi_steps, edit,
+                                                                    match):
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    edit(state)
+    torch.save(state, ckpt)
+    svi_steps["n"] = 0
+    with pytest.raises(CheckpointError, match=match):
+        _tiny_fit(ckpt, epochs=2, resume=True)
+    assert svi_steps["n"] == 0
+
+
+def test_resume_refuses_the_state_of_another_optimizer(tmp_path):
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt, optim=pyro.optim.Adagrad({"lr": 0.05}))
+    for resume in (True, "force"):
+        with pytest.raises(CheckpointError, match=r"'optim': expected the state of torch\.optim"
+                           r"\.adam\.Adam .*got that of torch\.optim\.adagrad\.Adagrad"):
+            _tiny_fit(ckpt, epochs=2, resume=resume)
+
+
+def test_resume_with_another_architecture_is_a_checkpoint_error(tmp_path):
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt)
+    m = TinyFactor()
+    m.decoder = torch.nn.Linear(1, 4, bias=False)
+    with pytest.raises(CheckpointError, match=r"'modules\[0\]'.*decoder\.bias"):
+        fit(m.model, m.guide, tiny_data(), optim=pyro.optim.Adam({"lr": 0.05}), epochs=2,
+            batch_size=16, seed=7, device="cpu", checkpoint=ckpt, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("case", ["directory", "parent is a file", "unwritable"])
+def test_bad_checkpoint_path_is_refused_before_the_first_step(tmp_path, svi_steps, case):
+    (tmp_path / "file").write_text("x")
+    path = {"directory": tmp_path, "parent is a file": tmp_path / "file" / "ck.pt",
+            "unwritable": "/proc/ck.pt"}[case]
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        _tiny_fit(path, epochs=2)
+    assert svi_steps["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        ({"optim": pyro.optim.Adam({"lr": 0.1})}, "optim.args.lr: 0.05 -> 0.1"),
+        ({"batch_size": 32}, "batch_size: 16 -> 32"),
+        ({"loss": pyro.infer.TraceMeanField_ELBO()},
+         "loss.class: 'pyro.infer.trace_elbo.Trace_ELBO' -> "
+         "'pyro.infer.trace_mean_field_elbo.TraceMeanField_ELBO'"),
+        ({"loss": pyro.infer.Trace_ELBO(num_particles=2)}, "loss.num_particles: 1 -> 2"),
+        ({"data": tiny_data() + 1e-3}, "data.sha256: '"),
+        ({"data": tiny_data(80)}, "data.shapes: [[96, 4]] -> [[80, 4]]"),
+        ({"shuffle": False}, "shuffle: True -> False"),
+        ({"seed": 8}, "seed: 7 -> 8"),
+    ],
+)
+def test_resume_with_another_configuration_is_refused_listing_the_differences(
+        tmp_path, svi_steps, change, difference):
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt)
+    svi_steps["n"] = 0
+    with pytest.raises(CheckpointError, match="resume='force'") as info:
+        _tiny_fit(ckpt, epochs=2, resume=True, **change)
+    assert difference in str(info.value) and svi_steps["n"] == 0
+
+
+def test_all_differences_are_listed_at_once(tmp_path):
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt)
+    with pytest.raises(CheckpointError, match="2 difference") as info:
+        _tiny_fit(ckpt, epochs=2, resume=True, batch_size=32, optim=pyro.optim.Adam({"lr": 0.1}))
+    assert "batch_size: 16 -> 32" in str(info.value)
+    assert "optim.args.lr: 0.05 -> 0.1" in str(info.value)
+
+
+def test_resume_force_continues_with_the_new_hyperparameters(tmp_path):
+    from pgm_lab.optim import Adam
+
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt, optim=Adam({"lr": 0.05}))
+    optim = Adam({"lr": 0.01})
+    hist = _tiny_fit(ckpt, epochs=2, resume="force", optim=optim, batch_size=32)
+    assert len(hist.epochs) == 2 and hist.epochs[1].steps == 3  # 96 / 32
+    assert {g["lr"] for g in optim.optimizer.param_groups} == {0.01}
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["config"]["batch_size"] == 32 and saved["epoch"] == 2
+
+
+def test_resume_rejects_unknown_modes():
+    m = TinyFactor()
+    with pytest.raises(ConfigError, match="resume must be False, True or 'force'"):
+        fit(m.model, m.guide, tiny_data(), checkpoint="x.pt", resume="yes", progress=False)
+
+
+def test_stale_temporary_files_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ckpt = tmp_path / "ck.pt"
+    _tiny_fit(ckpt)
+    stale = [tmp_path / f".ck.pt.{dead}.tmp", tmp_path / f".ck.history.json.{dead}.tmp"]
+    for p in stale:
+        p.write_bytes(b"torn")
+    _tiny_fit(ckpt, epochs=2, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.history.json", "ck.pt"]
