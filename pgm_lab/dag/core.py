@@ -25,6 +25,7 @@ from torch.distributions import Bernoulli, Categorical, Distribution
 
 from ..errors import DAGError
 from .graph import suggest, topological_order
+from .logprob import exact_log_prob
 from .spec import CPT, Node, as_node
 
 __all__ = ["DAG", "Discrete"]
@@ -582,7 +583,7 @@ class DAG:
             if name in observed:
                 v = observed[name]
                 d = self._conditional(name, values)
-                lp = d.log_prob(v)
+                lp = exact_log_prob(d, v)  # d.log_prob clamps probs at machine epsilon
                 log_w = log_w + lp.to(torch.float64)
                 values[name] = v.expand(shape + tuple(d.event_shape))
             else:
@@ -640,7 +641,7 @@ class DAG:
         total = 0.0
         for name in self.nodes:
             d = self._conditional(name, vals)
-            total = total + d.log_prob(vals[name])
+            total = total + exact_log_prob(d, vals[name])
         return torch.as_tensor(total)
 
     # ------------------------------------------------------------------ inference

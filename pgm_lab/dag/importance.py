@@ -15,6 +15,12 @@ ancestral sampling with observed nodes clamped, and
 and the conditioned model run once inside a vectorized ``pyro.plate("particles", K)`` and
 the weights come from their traces.
 
+The weights are formed in log space end to end: discrete conditionals built from ``probs``
+are scored by :func:`~pgm_lab.dag.logprob.exact_log_prob` (torch's ``log_prob`` clamps
+probabilities at machine epsilon, so ``p(e) = 1e-300`` would score ``-36.04``), and the
+average is a log-sum-exp. Evidence that no particle can produce (every weight zero, e.g.
+evidence of probability zero) is an error, not a number.
+
 References:
     R. Fung and K.-C. Chang, "Weighing and integrating evidence for stochastic simulation in
     Bayesian networks", UAI 1989. A. Kong, "A note on importance sampling using standardized
@@ -30,8 +36,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 
 from ..errors import ConfigError, DAGError, InferenceError
+from .logprob import exact_log_prob
 
 if TYPE_CHECKING:
     from .core import DAG
@@ -56,12 +64,26 @@ class ImportanceResult(NamedTuple):
 
 
 def summarize(log_w: torch.Tensor) -> ImportanceResult:
-    """Estimate, standard error and ESS from log weights ``[K, *batch]``."""
+    """Estimate, standard error and ESS from log weights ``[K, *batch]``.
+
+    Raises:
+        InferenceError: for an evidence row whose ``K`` weights are all zero (impossible
+            evidence, or a proposal that never produces it), or a NaN / infinite weight.
+    """
     k = log_w.shape[0]
-    if not torch.isfinite(log_w.max(0).values).all():
-        raise InferenceError("every importance weight is zero (or NaN) for some evidence row; "
-                             "the proposal never produces the evidence. Use a guide or more "
-                             "samples")
+    best = log_w.max(0).values
+    if bool((log_w.isnan() | (log_w == math.inf)).any()):
+        raise InferenceError("expected finite log importance weights, got NaN or +inf (a "
+                             "guide that proposes values where its density is zero or "
+                             "undefined?); try a guide whose support covers the model's")
+    if bool((best == -math.inf).any()):
+        rows = torch.nonzero((best == -math.inf).reshape(-1)).reshape(-1)[:5].tolist()
+        where = f" (evidence rows {rows})" if best.dim() else ""
+        raise InferenceError(
+            f"expected evidence that some particle produces, got all {k} importance weights "
+            f"zero{where}: the evidence has probability zero under the network, or the "
+            "proposal never produces it; try log_evidence(evidence) for the exact value of a "
+            "discrete network, or a guide proposing states where the evidence is possible")
     m = log_w.max(0, keepdim=True).values
     w = (log_w - m).exp()
     mean = w.mean(0)
@@ -128,8 +150,9 @@ def _guided_log_weights(cond: DAG, guide: Callable, k: int) -> torch.Tensor:
                        f"{missing}")
     total = torch.zeros(k, 1, dtype=torch.float64)
     for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
-        tr.compute_log_prob()
         for site in tr.nodes.values():
             if site["type"] == "sample":
-                total = total + sign * site["log_prob"].to(torch.float64)
+                lp = exact_log_prob(site["fn"], site["value"])
+                lp = scale_and_mask(lp, site["scale"], site["mask"])
+                total = total + sign * lp.to(torch.float64)
     return total

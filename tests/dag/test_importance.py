@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pgm_lab.dag import DAG, ImportanceResult, cpt, read_bif
-from pgm_lab.errors import ConfigError, DAGError
+from pgm_lab.errors import ConfigError, DAGError, InferenceError
 
 Z = 3.0  # |estimate - exact| / stderr
 
@@ -114,3 +114,49 @@ def test_vector_valued_evidence_is_one_row_not_a_batch():
     expected = dag.log_prob({"z": z, "x": x.unsqueeze(0)}).sum()
     torch.testing.assert_close(tr.log_prob_sum().double(), expected.double())
     assert cond.sample(3, seed=0)["x"].shape == (3, 2)
+
+
+def _tiny():
+    # p(x = 1 | z) = [1, 3] * 1e-300 and p(y = 1 | z) = [1, 3] * 1e-300 (a Bernoulli callable):
+    # torch's log_prob clamps these probabilities at machine epsilon (log eps = -36.04)
+    tiny = torch.tensor([1e-300, 3e-300], dtype=torch.float64)
+    return DAG({"z": cpt([], [0.5, 0.5]), "x": cpt(["z"], torch.stack([1 - tiny, tiny], 1)),
+                "y": lambda z: dist.Bernoulli(probs=tiny[z])})
+
+
+def _categorical_guide(name, probs):
+    def guide():
+        pyro.sample(name, dist.Categorical(torch.tensor(probs, dtype=torch.float64)))
+
+    return guide
+
+
+def test_log_weights_are_not_clamped_at_machine_epsilon():
+    dag = _tiny()
+    # p(z | e) is [1, 3] / 4, resp. [1, 9] / 10: with it as the guide every weight is p(e)
+    for ev, exact, post in (({"x": 1, "y": 0.0}, math.log(2e-300), [0.25, 0.75]),  # was -36.04
+                            ({"x": 1, "y": 1.0}, math.log(5) - 600 * math.log(10),  # 5e-600
+                             [0.1, 0.9])):
+        torch.testing.assert_close(dag.log_evidence(ev), torch.tensor(exact, dtype=torch.float64))
+        res = dag.log_evidence(ev, method="importance", num_samples=4000, seed=0,
+                               return_info=True)
+        assert abs(float(res.log_evidence) - exact) < Z * float(res.stderr)
+
+        guided = dag.log_evidence(ev, method="importance", num_samples=100, seed=0,
+                                  guide=_categorical_guide("z", post), return_info=True)
+        torch.testing.assert_close(guided.log_weights, torch.full(
+            (100,), exact, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+def test_impossible_evidence_is_an_error_not_a_number():
+    dag = DAG({"z": cpt([], [0.5, 0.5]), "x": cpt(["z"], [[1.0, 0.0], [1.0, 0.0]]),
+               "y": lambda z: dist.Bernoulli(probs=torch.tensor([0.0, 0.0])[z])})
+    for ev in ({"x": 1}, {"y": 1.0}):  # was log(eps) = -36.04 (or -72.09)
+        with pytest.raises(InferenceError, match="all 50 importance weights zero.*probability "
+                                                 "zero under the network"):
+            dag.log_evidence(ev, method="importance", num_samples=50, seed=0)
+    with pytest.raises(InferenceError, match="zero \\(evidence rows \\[1\\]\\)"):
+        dag.log_evidence({"x": torch.tensor([0, 1, 0])}, method="importance", num_samples=50)
+    with pytest.raises(InferenceError, match="all 50 importance weights zero"):
+        dag.log_evidence({"x": 1, "y": 0.0}, method="importance", num_samples=50,
+                         guide=_categorical_guide("z", [0.5, 0.5]))

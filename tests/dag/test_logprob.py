@@ -1,0 +1,49 @@
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pgm_lab.dag import DAG, cpt
+from pgm_lab.dag.logprob import exact_log_prob
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("d, value, expected", [
+    # torch's log_prob gives log(eps) = -36.04 for the first two, and -36.04 instead of -inf
+    (dist.Categorical(probs=torch.tensor([1.0, 1e-300], dtype=F64)), 1, math.log(1e-300)),
+    (dist.Bernoulli(probs=torch.tensor(1e-300, dtype=F64)), 1.0, math.log(1e-300)),
+    (dist.Bernoulli(probs=torch.tensor(1e-300, dtype=F64)), 0.0, -1e-300),  # log1p(-p)
+    (dist.Categorical(probs=torch.tensor([1.0, 0.0], dtype=F64)), 1, -math.inf),
+    (dist.Bernoulli(probs=torch.tensor(1.0, dtype=F64)), 0.0, -math.inf),
+    (dist.Categorical(probs=torch.tensor([3.0, 1.0], dtype=F64)), 1, math.log(0.25)),  # normalized
+    # built from logits: their own log_prob, already exact
+    (dist.Categorical(logits=torch.tensor([0.0, -800.0], dtype=F64)), 1, -800.0),
+    (dist.Normal(torch.tensor(0.0, dtype=F64), 1.0), 0.0, -0.5 * math.log(2 * math.pi)),
+])
+def test_exact_log_prob_takes_the_log_of_the_probabilities(d, value, expected):
+    got = exact_log_prob(d, torch.tensor(value))
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=F64), atol=0, rtol=1e-12)
+
+
+def test_batches_events_and_support_checks_follow_torch():
+    probs = torch.tensor([[0.2, 0.8], [0.6, 0.4]], dtype=F64)
+    cat = dist.Categorical(probs=probs)
+    v = torch.tensor([[1, 0], [0, 0], [1, 1]])  # [3, 2] against batch [2]
+    torch.testing.assert_close(exact_log_prob(cat, v), cat.log_prob(v))
+    bern = dist.Bernoulli(probs=torch.full((4, 3), 1e-300, dtype=F64)).to_event(1)
+    torch.testing.assert_close(exact_log_prob(bern, torch.ones(4, 3, dtype=F64)),
+                               torch.full((4,), 3 * math.log(1e-300), dtype=F64))
+    with pytest.raises(ValueError, match="support"):
+        exact_log_prob(cat, torch.tensor([2, 0]))
+
+
+def test_dag_log_prob_is_not_clamped_at_machine_epsilon():
+    tiny = torch.tensor([1e-300, 3e-300], dtype=F64)
+    dag = DAG({"z": cpt([], [0.5, 0.5]), "x": cpt(["z"], torch.stack([1 - tiny, tiny], 1)),
+               "y": lambda z: dist.Bernoulli(probs=tiny[z])})
+    lp = dag.log_prob({"z": [0, 1], "x": [1, 1], "y": torch.tensor([1.0, 0.0])})
+    expected = torch.tensor([math.log(0.5) + 2 * math.log(1e-300),
+                             math.log(0.5) + math.log(3e-300)], dtype=F64)
+    torch.testing.assert_close(lp, expected, atol=0, rtol=1e-12)
