@@ -56,7 +56,10 @@ class VAE(PyroModule):
 
     Raises:
         ConfigError: non-positive dimensions, unknown likelihood or activation, ``sigma <= 0``,
-            ``sigma`` or ``learn_sigma`` with the Bernoulli likelihood.
+            ``sigma`` or ``learn_sigma`` with the Bernoulli likelihood; (when :meth:`model`
+            runs) a latent from the guide whose last dim is not ``z_dim``.
+        DataError: (when :meth:`model` runs) ``x`` not ``[N, x_dim]`` finite floats, or not
+            binary with the Bernoulli likelihood (checked while Pyro's validation is on).
     """
 
     def __init__(
@@ -109,12 +112,23 @@ class VAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> torch.Tensor:
-        """The Pyro program ``p(x, z)`` for a batch ``x`` of shape ``[N, D]``; returns ``z``."""
+        """The Pyro program ``p(x, z)`` for a batch ``x`` of shape ``[N, D]``; returns ``z``.
+
+        Validates ``x`` (see the class's Raises) and the size of the latent ``z`` a guide
+        replays into it, before the decoder sees them.
+        """
         x = as_rows(x, self.x_dim, dtype=self.decoder[-1].bias.dtype)
+        if self.likelihood == "bernoulli" and is_validation_enabled():
+            _check_binary(x)
         n = x.shape[0]
         with pyro.plate(self.plate_name, n):
             prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([n, self.z_dim])
             z = pyro.sample(self.site, prior.to_event(1))
+            if z.shape[-1:] != (self.z_dim,):
+                raise ConfigError(
+                    f"expected the latent site {self.site!r} of size z_dim={self.z_dim} in its "
+                    f"last dim, got shape {tuple(z.shape)} (from the guide); try a guide with "
+                    f"z_dim={self.z_dim}, e.g. AmortizedNormal({self.x_dim}, {self.z_dim})")
             pyro.sample(self.obs_site, self.likelihood_dist(z), obs=x)
         return z
 
@@ -124,6 +138,10 @@ class VAE(PyroModule):
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean of :math:`p(x \\mid z)`: pixel probabilities or Gaussian means, ``[..., D]``."""
+        if not isinstance(z, torch.Tensor) or z.shape[-1:] != (self.z_dim,):
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise DataError(f"expected z of shape [..., {self.z_dim}] (z_dim={self.z_dim}), got "
+                            f"{shape}; a guide's code must have the model's z_dim")
         out = self.decoder(z)
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
@@ -168,6 +186,17 @@ class VAE(PyroModule):
         return self.decode(z)
 
 
+def _check_binary(x: torch.Tensor) -> None:
+    """Raise :class:`DataError` naming the first non-binary entry of ``x [N, D]``."""
+    bad = (x != 0) & (x != 1)
+    if bool(bad.any()):
+        i, j = bad.nonzero()[0].tolist()
+        raise DataError(f"expected binary x (0/1) for likelihood='bernoulli', got "
+                        f"{int(bad.sum())} of {x.numel()} entries that are not, e.g. x[{i}, {j}]"
+                        f" = {x[i, j].item():.6g}; binarize it (e.g. pgm_lab.data."
+                        "static_binarize) or pass likelihood='gaussian'")
+
+
 class _BernoulliImage(dist.Independent):
     """``Bernoulli(logits).to_event(1)`` whose log density sums before negating.
 
@@ -178,9 +207,8 @@ class _BernoulliImage(dist.Independent):
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if is_validation_enabled() and not ((value == 0) | (value == 1)).all():
-            raise DataError("the Bernoulli VAE needs binary x (0/1); binarize it, e.g. with "
-                            "pgm_lab.data.static_binarize, or pass likelihood='gaussian'")
+        if is_validation_enabled():
+            _check_binary(value.reshape(-1, value.shape[-1]))
         # broadcast_tensors, not broadcast_shapes + expand: the latter runs a Python
         # reference implementation costing more than the kernel for small batches.
         logits, value = torch.broadcast_tensors(self.base_dist.logits, value)

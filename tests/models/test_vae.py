@@ -7,6 +7,7 @@ from pgm_lab.errors import ConfigError, DataError
 from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE, iwae_curve
 from pgm_lab.models import VAE
+from pgm_lab.train import fit
 
 
 def _traces(vae, guide, x):
@@ -75,12 +76,34 @@ def test_invalid_arguments():
 
 
 def test_non_binary_data_for_bernoulli_is_a_clear_error():
+    # Through Trace_ELBO (fit's default loss) this was Pyro's plain ValueError ("Error while
+    # computing log_prob at site 'x'") wrapping the check: now the model checks x itself.
     vae, guide = VAE(4, 2, (3,)), AmortizedNormal(4, 2, (3,))
-    x = torch.full((2, 4), 0.5)
-    with pytest.raises(ValueError, match="needs binary x"):  # Pyro re-wraps it as ValueError
-        pyro.infer.Trace_ELBO().loss(vae.model, guide, x)
-    with pytest.raises(DataError, match="needs binary x"):
-        IWAE(2).loss(vae.model, guide, x)
+    x = torch.zeros(2, 4)
+    x[1, 2], x[0, 3] = 0.37, 2.0
+    message = r"expected binary x \(0/1\).*got 2 of 8 entries.*x\[0, 3\] = 2"
+    for loss in (pyro.infer.Trace_ELBO(), IWAE(2), IWAE(2, "dreg")):
+        with pytest.raises(DataError, match=message):
+            loss.loss(vae.model, guide, x)
+    with pytest.raises(DataError, match=message):
+        fit(vae.model, guide, x, epochs=1, batch_size=2, progress=False)
+    with pytest.raises(DataError, match="expected binary x"):  # direct use of the likelihood
+        vae.likelihood_dist(torch.zeros(2, 2)).log_prob(x)
+
+
+def test_guide_with_another_z_dim_is_a_config_error_naming_both_sizes():
+    # The decoder's matmul used to fail: "mat1 and mat2 shapes cannot be multiplied (2x3 and
+    # 2x3)" from inside torch, after the guide had run.
+    vae, guide = VAE(4, 2, (3,)), AmortizedNormal(4, 3, (3,))
+    x = torch.bernoulli(torch.full((5, 4), 0.5))
+    message = r"latent site 'z' of size z_dim=2.*got shape \(5, 3\).*z_dim=2"
+    for loss in (pyro.infer.Trace_ELBO(), IWAE(4), IWAE(4, "dreg")):
+        with pytest.raises(ConfigError, match=message):
+            loss.loss(vae.model, guide, x)
+    with pytest.raises(ConfigError, match=message):
+        fit(vae.model, guide, x, epochs=1, batch_size=5, progress=False)
+    with pytest.raises(DataError, match=r"expected z of shape \[\.\.\., 2\].*got \(5, 3\)"):
+        vae.reconstruct(x, guide)
 
 
 def test_works_with_pyro_mean_field_elbo_and_matches_our_estimator():
