@@ -5,15 +5,15 @@ are trained with :func:`pgm_lab.train.fit` (dynamic binarization, checkpoints), 
 on the statically binarized test set with IWAE-k for every ``--eval-k`` (default
 ``1 5 50 5000``; ``k = 1`` is the ELBO) from one stream of ``max(k)`` particles per point
 (:func:`pgm_lab.infer.iwae_curve`), plus active units, ESS and PSIS k-hat. Writes
-``results.json`` (schema in DESIGN.md), PNG figures and image grids to ``--out``, and prints
-a Markdown table. Burda, Grosse & Salakhutdinov (2015), "Importance Weighted Autoencoders".
+``results.json`` (one entry per training objective), PNG figures and image grids to
+``--out``, and prints a Markdown table. Burda, Grosse & Salakhutdinov (2015), "Importance
+Weighted Autoencoders".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,13 @@ from ..models import VAE
 from ..optim import Adam
 from ..plots import plot_curves, save_image_grid
 from ..train import fit, resolve_device
+from ._args import SEED_MAX, HelpFormatter, float_in, int_in, output_dir, plain, seed
 
 __all__ = ["register", "run", "parse_objective", "compare_bounds"]
 
 DEFAULT_OBJECTIVES = ("elbo", "iwae-5", "iwae-50")
 DEFAULT_EVAL_K = (1, 5, 50, 5000)
+MAX_TRAIN_K = 10_000
 
 
 def parse_objective(spec: str) -> tuple[str, int]:
@@ -59,62 +61,72 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare-bounds",
         help="train VAEs with ELBO / IWAE objectives and compare test ELBO and IWAE-k bounds",
-        description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="digits", choices=[d for d in DATASETS if d != "bars"])
+        description=plain(__doc__.split("\n\n")[1]),
+        formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="digits", choices=[d for d in DATASETS if d != "bars"],
+                   help="training and test images")
     p.add_argument("--data-dir", default=None, help="torchvision root with MNIST/raw (mnist)")
-    p.add_argument("--objectives", nargs="+", default=list(DEFAULT_OBJECTIVES),
-                   help="training objectives: elbo, iwae-K")
+    p.add_argument("--objectives", nargs="+", type=_objective, default=list(DEFAULT_OBJECTIVES),
+                   help=f"training objectives: elbo, iwae-K (K at most {MAX_TRAIN_K})")
     p.add_argument("--estimator", default="standard", choices=ESTIMATORS,
                    help="gradient estimator of the IWAE objectives")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--z-dim", type=int, default=8, help="latent size")
-    p.add_argument("--hidden", type=int, nargs="+", default=[128],
-                   help="hidden widths of encoder and decoder")
-    p.add_argument("--eval-k", type=int, nargs="+", default=list(DEFAULT_EVAL_K),
-                   help="numbers of particles of the test bounds")
-    p.add_argument("--n-train", type=int, default=None, help="use only the first N train images")
-    p.add_argument("--n-test", type=int, default=None, help="use only the first N test images")
-    p.add_argument("--eval-batch-size", type=int, default=None,
+    # --epochs 0 would evaluate untrained networks: refused (at least one epoch).
+    p.add_argument("--epochs", type=int_in(1, 1_000_000), default=50,
+                   help="passes over the training data, at least 1")
+    p.add_argument("--batch-size", type=int_in(1, 1_000_000), default=100,
+                   help="training examples per step")
+    p.add_argument("--lr", type=float_in(0, lo_open=True), default=3e-3,
+                   help="Adam learning rate, > 0")
+    p.add_argument("--z-dim", type=int_in(1, 10_000), default=8,
+                   help="latent size, at most 10000")
+    p.add_argument("--hidden", type=int_in(1, 100_000), nargs="+", default=[128],
+                   help="hidden widths of encoder and decoder, each at most 100000")
+    p.add_argument("--eval-k", type=int_in(1, 100_000), nargs="+", default=list(DEFAULT_EVAL_K),
+                   help="numbers of particles of the test bounds, each at most 100000")
+    p.add_argument("--n-train", type=int_in(2, 10**9), default=None,
+                   help="use only the first N train images")
+    p.add_argument("--n-test", type=int_in(2, 10**9), default=None,
+                   help="use only the first N test images")
+    p.add_argument("--eval-batch-size", type=int_in(1, 10**9), default=None,
                    help="test points per evaluation batch (bounds memory on large test sets)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--seed", type=seed, default=0,
+                   help=f"random seed, an integer in [0, {SEED_MAX}]")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:i]'")
+    p.add_argument("--threads", type=int_in(1, 1024), default=1,
                    help="torch CPU threads (1 is fastest for the small default networks)")
-    p.add_argument("--out", default="runs/compare-bounds", help="output folder")
+    p.add_argument("--out", type=output_dir, default="runs/compare-bounds",
+                   help="output folder (created if missing)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoints in OUT/checkpoints")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on a terminal outside CI)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _parser=p)
     return p
 
 
+def _objective(spec: str) -> str:
+    """argparse type of one ``--objectives`` entry: checked by :func:`parse_objective`, with
+    K at most ``MAX_TRAIN_K`` (K particles per example per step)."""
+    try:
+        _, k = parse_objective(spec)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if k > MAX_TRAIN_K:
+        raise argparse.ArgumentTypeError(f"expected 'iwae-K' with K <= {MAX_TRAIN_K}, got "
+                                         f"{spec!r}; try iwae-50")
+    return spec
+
+
 def _check_args(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The objectives of ``args``; every flag was checked by its argparse type."""
     objectives = [parse_objective(o) for o in args.objectives]
     names = [_run_name(o, k, args.estimator) for o, k in objectives]
     if len(set(names)) != len(names):
-        raise ConfigError(f"duplicate objectives in {args.objectives}")
-    for name in ("epochs", "batch_size", "z_dim", "threads"):
-        v = getattr(args, name)
-        if v < (0 if name == "epochs" else 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be "
-                              f"{'>= 0' if name == 'epochs' else '>= 1'}, got {v}")
-    if any(h < 1 for h in args.hidden) or any(k < 1 for k in args.eval_k):
-        raise ConfigError(f"--hidden and --eval-k must be positive ints, got {args.hidden} and "
-                          f"{args.eval_k}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise ConfigError(f"--lr must be a positive number, got {args.lr}")
-    for name in ("n_train", "n_test"):
-        v = getattr(args, name)
-        if v is not None and v < 2:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 2, got {v}")
-    if args.eval_batch_size is not None and args.eval_batch_size < 1:
-        # Checked here, not only by iwae_curve: that runs after the (long) training.
-        raise ConfigError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}; try "
-                          "100, or leave it out to evaluate the test set at once")
+        args._parser.error(f"expected distinct --objectives, got duplicates in "
+                           f"{args.objectives}")
+    if args.dataset == "mnist" and args.data_dir is None:
+        args._parser.error("--dataset mnist needs --data-dir DIR (a torchvision root with "
+                           "MNIST/raw); try --dataset digits")
     return objectives
 
 
@@ -160,7 +172,7 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
                       batch_size=args.batch_size, seed=args.seed, device=device,
                       checkpoint=out / "checkpoints" / f"{name}.pt", resume=args.resume,
                       progress=args.progress, transform=dynamic_binarize, desc=f"train {name}")
-        pyro.set_rng_seed(args.seed + 1)
+        pyro.set_rng_seed((args.seed + 1) % (SEED_MAX + 1))
         t0 = time.perf_counter()
         est = iwae_curve(vae.model, guide, x_test, ks=eval_k, batch_size=args.eval_batch_size,
                          progress=args.progress)

@@ -12,20 +12,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
 from .. import __version__
 from ..errors import PgmLabError
+from ._args import Parser
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every discovered subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pgm-lab",
         description="Graphical models and deep generative models as Pyro programs.",
     )
@@ -37,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"pgm_lab.cli.{info.name}")
         if hasattr(module, "register"):
-            module.register(sub)
+            command = module.register(sub)
+            command.set_defaults(_prog=command.prog)  # names the command in runtime errors
     return parser
 
 
@@ -58,17 +62,79 @@ def _third_party_warnings_silenced() -> Iterator[None]:
 
 @_third_party_warnings_silenced()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (2 for usage errors, 1 for library errors)."""
+    """Run the CLI; returns the exit code.
+
+    0 on success; 2 for a usage error (a bad flag, refused while parsing, before any work);
+    1 for an error found while running (a :class:`~pgm_lab.errors.PgmLabError`, an
+    ``OSError`` such as a full disk, running out of memory), reported as one line
+    ``pgm-lab <command>: error: ...`` on stderr without a traceback; 130 on Ctrl-C.
+    When stdout is closed early (``pgm-lab bn sample alarm -n 1000 | head``) the command stops
+    quietly with 141, what a shell reports for a Unix tool ended by SIGPIPE.
+    """
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows up here at the latest, not at exit
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
+    prog = getattr(args, "_prog", parser.prog)
     try:
         return int(args.func(args) or 0)
-    except PgmLabError as exc:
-        print(f"pgm-lab: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        raise
+    except (PgmLabError, OSError, MemoryError, RuntimeError) as exc:
+        message = _runtime_error_message(exc)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _runtime_error_message(exc: BaseException) -> str | None:
+    """One line describing ``exc``, or ``None`` for an error that is a bug (a traceback)."""
+    if isinstance(exc, PgmLabError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        text = f"{what}: {str(exc.filename)!r}" if exc.filename is not None else what
+    elif _is_out_of_memory(exc):
+        text = ("out of memory; try smaller sizes (e.g. --hidden, --batch-size, --eval-k, "
+                "--eval-batch-size)")
+    else:
+        return None
+    return " ".join(text.split())  # one line, whatever the message
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: ``MemoryError``, torch's CPU allocator or ``torch.OutOfMemoryError``
+    (an accelerator)."""
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", ())
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in str(exc) or isinstance(exc, oom)))
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again (the
+    recipe of the Python docs' "Note on SIGPIPE")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced stdout, e.g. captured by a test
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

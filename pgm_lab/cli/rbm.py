@@ -19,37 +19,60 @@ from pathlib import Path
 
 import torch
 
+from ..rbm.partition import MAX_EXACT_UNITS
+from ._args import SEED_MAX, HelpFormatter, float_in, int_in, output_dir, output_file, plain, seed
+
 __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("rbm", help="train and evaluate a restricted Boltzmann machine",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits", choices=("digits", "mnist", "bars"))
+                              description=plain(__doc__), formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="digits", choices=("digits", "mnist", "bars"),
+                   help="training data (statically binarized)")
     p.add_argument("--data-dir", default=None, help="torchvision root for --dataset mnist")
-    p.add_argument("--hidden", type=int, default=100, help="number of hidden units H")
-    p.add_argument("--method", default="pcd", choices=("cd", "pcd"))
-    p.add_argument("--k", type=int, default=1, help="Gibbs steps per update")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.06)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--num-chains", type=int, default=None, help="persistent chains (PCD)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--max-exact-units", type=int, default=20,
-                   help="use exact log Z when min(V, H) <= this, else AIS")
-    p.add_argument("--ais-runs", type=int, default=100)
-    p.add_argument("--ais-betas", type=int, default=14500)
-    p.add_argument("--gibbs-steps", type=int, default=1000,
-                   help="Gibbs steps for the sample grid")
-    p.add_argument("--checkpoint", default=None, help="checkpoint path (enables --resume)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--out", default="runs/rbm", help="output folder")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.set_defaults(func=run)
+    p.add_argument("--hidden", type=int_in(1, 100_000), default=100,
+                   help="number of hidden units H, at most 100000")
+    p.add_argument("--method", default="pcd", choices=("cd", "pcd"),
+                   help="contrastive divergence, or persistent CD")
+    p.add_argument("--k", type=int_in(1, 10_000), default=1,
+                   help="Gibbs steps per update, at most 10000")
+    p.add_argument("--epochs", type=int_in(1, 1_000_000), default=10,
+                   help="passes over the training data, at least 1")
+    p.add_argument("--batch-size", type=int_in(1, 1_000_000), default=10,
+                   help="examples per update")
+    p.add_argument("--lr", type=float_in(0, lo_open=True), default=0.06,
+                   help="learning rate, > 0")
+    p.add_argument("--momentum", type=float_in(0, 1, hi_open=True), default=0.0,
+                   help="SGD momentum, in [0, 1)")
+    p.add_argument("--weight-decay", type=float_in(0), default=0.0,
+                   help="L2 penalty on the weights W, >= 0")
+    p.add_argument("--num-chains", type=int_in(1, 100_000), default=None,
+                   help="persistent chains of PCD, at most 100000 (default: one per example "
+                        "of a batch)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help=f"random seed, an integer in [0, {SEED_MAX}]")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:i]'")
+    p.add_argument("--max-exact-units", type=int_in(0, MAX_EXACT_UNITS), default=20,
+                   help="use exact log Z when min(V, H) <= this, else AIS (exact log Z "
+                        f"enumerates 2^units states: at most {MAX_EXACT_UNITS})")
+    p.add_argument("--ais-runs", type=int_in(2, 100_000), default=100,
+                   help="AIS runs, in [2, 100000]")
+    p.add_argument("--ais-betas", type=int_in(10, 10_000_000), default=14500,
+                   help="AIS intermediate temperatures, in [10, 10^7]")
+    p.add_argument("--gibbs-steps", type=int_in(0, 10_000_000), default=1000,
+                   help="Gibbs steps for the sample grid, at most 10^7")
+    p.add_argument("--checkpoint", type=output_file, default=None,
+                   help="checkpoint file, rewritten after every epoch (needed by --resume)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["force"],
+                   metavar="force",
+                   help="continue training from --checkpoint (more --epochs is allowed; other "
+                        "settings or data are refused unless 'force' is given)")
+    p.add_argument("--out", type=output_dir, default="runs/rbm",
+                   help="output folder (created if missing)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: on a terminal outside CI)")
+    p.set_defaults(func=run, _parser=p)
     return p
 
 
@@ -74,23 +97,12 @@ def _log_likelihoods(rbm, train: torch.Tensor, test: torch.Tensor, args) -> dict
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    """Refuse bad evaluation/output settings before training, not after it."""
-    from ..errors import ConfigError
-    from ..rbm.partition import MAX_EXACT_UNITS
-
-    for flag, value, lo, hi in (("--max-exact-units", args.max_exact_units, 0, MAX_EXACT_UNITS),
-                                ("--ais-runs", args.ais_runs, 2, None),
-                                ("--ais-betas", args.ais_betas, 10, None),
-                                ("--gibbs-steps", args.gibbs_steps, 0, None)):
-        if value < lo or (hi is not None and value > hi):
-            bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            hint = (" (exact log Z enumerates 2^units states; larger layers use AIS)"
-                    if flag == "--max-exact-units" else "")
-            raise ConfigError(f"{flag} must be {bound}, got {value}{hint}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out must be a folder, got the existing file {str(out)!r}; "
-                          "pass a new or existing folder")
+    """Refuse combinations of flags that their types cannot check one by one."""
+    if args.resume and args.checkpoint is None:
+        args._parser.error("--resume needs --checkpoint PATH")
+    if args.dataset == "mnist" and args.data_dir is None:
+        args._parser.error("--dataset mnist needs --data-dir DIR (a torchvision root with "
+                           "MNIST/raw); try --dataset digits")
 
 
 def _json_safe(obj: object) -> object:

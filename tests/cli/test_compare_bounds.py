@@ -63,20 +63,39 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     assert (out / "samples_iwae-2.png").is_file()
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--objectives", "vae"], "unknown objective 'vae'"),
-    (["--objectives", "iwae-5", "iwae-5"], "duplicate objectives"),
-    (["--eval-k", "0"], "--eval-k must be positive"),
-    (["--epochs", "-1"], "--epochs must be >= 0"),
-    (["--dataset", "mnist"], "needs data_dir"),
-    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "MNIST train files not found"),
-    (["--objectives", "iwae-\u00b2"], "unknown objective 'iwae-\u00b2'"),  # was a traceback
-    # Refused before training (the evaluation used to fail only after it, naming batch_size).
-    (["--eval-batch-size", "0", "--epochs", "0"], "--eval-batch-size must be >= 1"),
+@pytest.mark.parametrize(("extra", "code", "message"), [
+    # usage errors (2) are refused by argparse, before any data is loaded
+    (["--objectives", "vae"], 2, "argument --objectives: unknown objective 'vae'"),
+    (["--objectives", "iwae-\u00b2"], 2, "unknown objective 'iwae-\u00b2'"),  # was a traceback
+    (["--objectives", "iwae-1000000000000"], 2, "K <= 10000"),  # was a MemoryError
+    (["--eval-k", "0"], 2, "argument --eval-k: expected an integer in [1, 100000], got 0"),
+    (["--epochs", "-1"], 2, "argument --epochs: expected an integer in [1, 1000000], got -1"),
+    # --epochs 0 evaluated untrained networks as if they were results
+    (["--epochs", "0"], 2, "argument --epochs: expected an integer in [1, 1000000], got 0"),
+    (["--eval-batch-size", "0"], 2, "argument --eval-batch-size: expected an integer in"),
+    (["--seed", "-1"], 2, "argument --seed: expected an integer in [0, 4294967295], got -1"),
+    (["--z-dim", str(10**12)], 2, "argument --z-dim: expected an integer in [1, 10000]"),
+    (["--objectives", "iwae-5", "iwae-5"], 2, "expected distinct --objectives"),
+    (["--dataset", "mnist"], 2, "--dataset mnist needs --data-dir DIR"),
+    # runtime errors (1)
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], 1, "MNIST train files not found"),
 ])
-def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, message):
-    assert main(["compare-bounds", "--out", str(tmp_path), *extra]) == 1
-    assert message in capsys.readouterr().err
+def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, code, message):
+    argv = ["compare-bounds", "--out", str(tmp_path), *extra]
+    try:
+        got = main(argv)
+    except SystemExit as exc:
+        got = exc.code
+    assert got == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_the_largest_seed_runs(tmp_path):
+    """The evaluation seeds Pyro with seed + 1: at the largest seed that overflowed NumPy."""
+    argv = ["compare-bounds", *TINY, "--epochs", "1", "--objectives", "elbo", "--eval-k", "1",
+            "--seed", "4294967295", "--out", str(tmp_path)]
+    assert main(argv) == 0
 
 
 def test_parse_objective():

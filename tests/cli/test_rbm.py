@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from pgm_lab.cli.main import main
@@ -46,11 +47,6 @@ def test_rbm_command_ais_evaluation_brackets_exact(tmp_path):
     assert lo <= exact <= hi and abs(ll["test"] - exact) < 0.1
 
 
-def test_rbm_command_reports_bad_arguments(tmp_path, capsys):
-    assert main(["rbm", "--dataset", "bars", "--hidden", "0", "--out", str(tmp_path)]) == 1
-    assert "n_hidden must be a positive int" in capsys.readouterr().err
-
-
 def test_rbm_command_refuses_bad_settings_before_training(tmp_path, capsys, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("bad settings must be refused before training")
@@ -58,15 +54,34 @@ def test_rbm_command_refuses_bad_settings_before_training(tmp_path, capsys, monk
     monkeypatch.setattr(RBM, "fit", no_training)
     afile = tmp_path / "afile"
     afile.write_text("")
-    cases = [(["--ais-runs", "1"], "--ais-runs must be >= 2, got 1"),
-             (["--ais-betas", "5"], "--ais-betas must be >= 10, got 5"),
-             (["--gibbs-steps", "-1"], "--gibbs-steps must be >= 0, got -1"),
-             (["--max-exact-units", "40"], "--max-exact-units must be in [0, 25], got 40"),
-             (["--out", str(afile)], "--out must be a folder")]
+    cases = [(["--hidden", "0"], "argument --hidden: expected an integer in [1, 100000], got 0"),
+             (["--ais-runs", "1"], "argument --ais-runs: expected an integer in [2, 100000]"),
+             (["--ais-betas", "5"], "argument --ais-betas: expected an integer in [10, "),
+             (["--gibbs-steps", "-1"], "argument --gibbs-steps: expected an integer in [0, "),
+             (["--max-exact-units", "40"], "argument --max-exact-units: expected an integer "
+                                           "in [0, 25], got 40"),
+             (["--out", str(afile)], "argument --out: expected a writable output folder, got "
+                                     "the existing file"),
+             # found only after training, when the first checkpoint was written
+             (["--checkpoint", str(afile / "c.pt")], "argument --checkpoint: expected a "
+                                                     "writable file path"),
+             (["--checkpoint", str(tmp_path)], "argument --checkpoint: expected a writable "
+                                               "file path, got the folder"),
+             (["--resume"], "--resume needs --checkpoint PATH"),
+             # crashed in NumPy's seeding after the data were loaded
+             (["--seed", "-1"], "argument --seed: expected an integer in [0, 4294967295]"),
+             (["--seed", str(2**64 + 1)], "argument --seed: expected an integer in [0, "),
+             (["--hidden", str(10**12)], "argument --hidden: expected an integer in [1, "),
+             (["--epochs", "0"], "argument --epochs: expected an integer in [1, "),
+             (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+             (["--momentum", "1"], "argument --momentum: expected a finite number in [0, 1)")]
     for extra, match in cases:
         argv = [*COMMON, "--out", str(tmp_path / "o"), *extra]
-        assert main(argv) == 1, extra
-        assert match in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2, extra
+        err = capsys.readouterr().err
+        assert match in err and len(err.splitlines()) == 1, (extra, err)
 
 
 def test_rbm_command_writes_strict_json_when_the_ais_interval_is_unbounded(tmp_path,
