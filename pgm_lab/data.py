@@ -40,10 +40,12 @@ __all__ = [
     "image_shape",
 ]
 
+#: Names :func:`load_dataset` accepts.
 DATASETS = ("digits", "mnist", "bars")
 SPLITS = ("train", "test")
 DIGITS_N_TRAIN = 1437
 DIGITS_N_TEST = 360
+#: Uncompressed IDX files expected in ``<data_dir>/MNIST/raw/``, per split.
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

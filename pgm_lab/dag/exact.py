@@ -12,7 +12,7 @@ a contraction path, found by ``opt_einsum`` (greedy or optimal, depending on the
 factors) and cached per evidence pattern.
 
 Products of many probabilities underflow float64 (below ``1e-308``), so each contraction
-picks its arithmetic (:func:`_contract`). Every term of every intermediate factor is a product
+picks its arithmetic (``_contract``). Every term of every intermediate factor is a product
 of at most one entry per table, so if the product :math:`\\prod_i m_i` of the tables'
 smallest positive entries is above ``1e-300`` no term can underflow: the contraction runs on
 probabilities (fast BLAS kernels), where every term is a normal number and the result is
@@ -31,7 +31,7 @@ Before contracting:
 - for a posterior, factors not connected to the query once evidence is applied are left
   out of the query's contraction: they only scale ``p(q, e)`` by a constant that
   normalization removes. To detect evidence of probability zero (a zero constant), only
-  the supports of those among them with zero entries are checked (:func:`_check_possible`).
+  the supports of those among them with zero entries are checked (``_check_possible``).
 
 A batch of ``B`` evidence rows (index tensors ``[B]``) is one extra output index: each table
 that mentions an observed variable is gathered to ``[B, ...]`` and the whole batch is one

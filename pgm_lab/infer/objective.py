@@ -85,7 +85,7 @@ class IWAE(ELBO):
 
     Raises:
         ConfigError: bad ``num_particles`` or ``estimator``.
-        pgm_lab.errors.InferenceError (on use): a non-reparameterizable guide site, a guide
+        pgm_lab.errors.InferenceError: on use, a non-reparameterizable guide site, a guide
             latent (or latent-dependent observation) outside the data plate with
             ``num_particles > 1``.
     """

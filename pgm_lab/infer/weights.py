@@ -70,7 +70,7 @@ def probe_traces(model: Callable, guide: Callable, args: tuple,
 
 def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple,
                             kwargs: dict[str, Any]) -> int:
-    """Run guide and model once (see :func:`probe_traces`) to find the deepest plate."""
+    """Run guide and model once (see ``probe_traces``) to find the deepest plate."""
     guide_trace, model_trace = probe_traces(model, guide, args, kwargs)
     dims = [frame.dim for tr in (model_trace, guide_trace) for site in tr.nodes.values()
             if site["type"] == "sample" for frame in site["cond_indep_stack"] if frame.vectorized]
