@@ -1,10 +1,12 @@
 """Checkpoint I/O: safe loading, atomic writes, stale temporaries, validation, fingerprints."""
 
+import ast
 import os
 import pickle
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -178,3 +180,19 @@ def test_param_store_round_trip_keeps_constraints_and_refuses_other_shapes(tmp_p
     pyro.param("p", torch.tensor([0.5, 0.5, 0.5]), constraint=constraints.unit_interval)
     with pytest.raises(CheckpointError, match=r"param_store\.params\.p: expected .*\(3,\)"):
         checkpoint.restore_param_store(checkpoint.load(tmp_path / "ps.pt"))
+
+
+def test_the_package_calls_torch_load_only_in_checkpoint_load():
+    """Every file the package reads goes through checkpoint.load (weights_only=True)."""
+    root = Path(checkpoint.__file__).parent
+    calls = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("load", "loads", "Unpickler") and \
+                    isinstance(node.func.value, ast.Name) and \
+                    node.func.value.id in ("torch", "pickle", "dill", "cloudpickle"):
+                keywords = {k.arg: ast.literal_eval(k.value) for k in node.keywords
+                            if k.arg == "weights_only"}
+                calls.append((path.relative_to(root).as_posix(), node.func.value.id, keywords))
+    assert calls == [("checkpoint.py", "torch", {"weights_only": True})]
