@@ -96,8 +96,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="torch CPU threads (1 is fastest for the small default networks)")
     p.add_argument("--out", type=output_dir, default="runs/compare-bounds",
                    help="output folder (created if missing)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoints in OUT/checkpoints")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["force"],
+                   metavar="force",
+                   help="continue from the checkpoints in OUT/checkpoints (more --epochs is "
+                        "allowed; other settings or data are refused unless 'force' is given)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on a terminal outside CI)")
     p.set_defaults(func=run, _parser=p)
