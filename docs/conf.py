@@ -72,7 +72,8 @@ def _resolve_by_identity(app, env, node, contnode):
     The target is looked up as Python does from the referring docstring (absolute, then
     relative to its class and module); if that object is documented, link there. Otherwise a
     bare name that ends exactly one documented pgm_lab name (``DAG.tables``) links to it, as
-    Sphinx does for ``.name`` references.
+    Sphinx does for ``.name`` references. An existing private helper (``_contract``) is not in
+    the reference: it is shown as code, unlinked.
     """
     if node.get("refdomain") != "py":
         return None
@@ -89,6 +90,8 @@ def _resolve_by_identity(app, env, node, contnode):
         if documented is not None:
             return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
                                        documented, node, contnode)
+        if obj is not None and name.rsplit(".", 1)[-1].startswith("_"):
+            return contnode
     ends = [name for name in domain.objects if name.endswith("." + target)]
     if len(ends) == 1:
         return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], ends[0],
