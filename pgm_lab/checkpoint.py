@@ -235,7 +235,7 @@ def data_fingerprint(tensors: Iterable[torch.Tensor]) -> dict[str, Any]:
     """Shapes, dtypes and the SHA-256 of the bytes of ``tensors`` (plain values).
 
     Two data sets get the same fingerprint only if they hold the same values in the same
-    order (hashing reads each tensor once: ~0.2 s for MNIST's 60000x784 float32).
+    order. Hashing reads each tensor once: 0.3 s for MNIST's 60000x784 float32 on one core.
     """
     digest = hashlib.sha256()
     shapes, dtypes = [], []
@@ -266,8 +266,8 @@ def qualname(obj: Any) -> str | None:
     """``module.QualName`` of a class, function or instance (``None`` for ``None``)."""
     if obj is None:
         return None
-    target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") \
-        else type(obj)
+    named = isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__"))
+    target = obj if named else type(obj)
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
 
 
