@@ -23,7 +23,6 @@ import hashlib
 import os
 import pickle
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -137,7 +136,8 @@ def check_writable(path: str | os.PathLike, name: str = "checkpoint") -> Path:
     """Refuse a path a file cannot be written to, before any work is done; returns it.
 
     Refused: an existing directory, a parent that is a file, a folder where no file can be
-    created (probed by creating and deleting a temporary file, which also works for root).
+    created (probed by creating and deleting the temporary file :func:`save_atomic` would
+    write, which also works for root, whom permission bits do not stop).
     Missing parent folders are created.
     """
     path = Path(path)
@@ -152,9 +152,9 @@ def check_writable(path: str | os.PathLike, name: str = "checkpoint") -> Path:
             break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        probe = _temporary(path)  # the writer's own name: if killed here, a stale temporary
+        probe.open("wb").close()
+        probe.unlink()
     except OSError as exc:
         raise CheckpointError(f"{name} {str(path)!r} is not writable: expected a folder where "
                               f"files can be created, got {exc.strerror or exc}; choose "
