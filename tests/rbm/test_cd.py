@@ -109,6 +109,26 @@ def test_pcd_checkpoint_resume_is_exact(tmp_path):
                               **{**kw, "num_chains": 5})
 
 
+@pytest.mark.parametrize(
+    ("state", "match"),
+    [
+        ({"generator": None, "device": None}, "'loss.chains' is missing"),
+        ({"chains": [[0.0, 1.0]], "generator": None, "device": None},
+         "'loss.chains': expected None or a float tensor"),
+        ({"chains": torch.zeros(4, dtype=torch.long), "generator": None, "device": None},
+         r"'loss.chains': expected a float tensor \[C, V\].*torch.int64 of shape \(4,\)"),
+        ({"chains": None, "generator": torch.zeros(3, dtype=torch.uint8), "device": "cpu"},
+         "'loss.generator': expected the state of a torch.Generator"),
+        ({"chains": None, "generator": None, "device": 3}, "'loss.device': expected None or"),
+    ],
+)
+def test_load_state_dict_refuses_malformed_state(state, match):
+    loss = ContrastiveDivergence(persistent=True)
+    with pytest.raises(CheckpointError, match=match):
+        loss.load_state_dict(state)
+    assert loss.chains is None and loss._generator is None  # nothing half-restored
+
+
 def test_training_on_digits_increases_exact_test_log_likelihood(trained_rbm, digits):
     rbm, init_ll, history = trained_rbm
     _, test = digits
