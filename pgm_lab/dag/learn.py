@@ -19,7 +19,11 @@ Two routes, chosen by ``method``:
 - ``"svi"``: conditionals with learnable parameters (``pyro.param`` or ``PyroModule`` inside
   callables) are trained by :func:`pgm_lab.train.fit` on ``dag.model`` with the data
   observed. Unobserved continuous nodes get an ``AutoNormal`` guide; unobserved discrete
-  nodes are enumerated exactly with ``TraceEnum_ELBO``.
+  nodes are enumerated exactly with ``TraceEnum_ELBO``. SVI updates only the Pyro parameters
+  that model and guide visit, so both are traced once before training
+  (:func:`_check_trainable`): a conditional that depends on tensors requiring grad that are
+  not Pyro parameters (a plain ``torch.nn.Linear``, never ``pyro.module``'d) is refused, as
+  is a fit with no parameter at all; fixed conditionals next to learnable ones are fine.
 
 References:
     D. Heckerman, D. Geiger and D. M. Chickering, "Learning Bayesian networks: the
@@ -97,6 +101,8 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     Raises:
         DAGError: unknown nodes, rows of different lengths, or (counts) a learnable node or
             one of its parents missing from ``data``.
+        ConfigError: (svi) a conditional or the guide depends on trainable tensors that are
+            not Pyro parameters, or there is no parameter to train.
     """
     if not isinstance(data, Mapping) or not data:
         raise DAGError(f"data must be a non-empty mapping name -> values [N], got "
@@ -251,6 +257,7 @@ def _fit_svi(dag: DAG, data: Mapping[str, Any], guide: Callable | None,
     if guide is None:
         guide = (AutoNormal(poutine.block(model, expose=continuous_latent))
                  if continuous_latent else None)
+    _check_trainable(model, guide, [cols[n] for n in names])
     kwargs.setdefault("loss", TraceEnum_ELBO(max_plate_nesting=1) if discrete_latent
                       else Trace_ELBO())
     kwargs.setdefault("batch_size", n_rows)
@@ -260,3 +267,58 @@ def _fit_svi(dag: DAG, data: Mapping[str, Any], guide: Callable | None,
     dag.history_ = train_fit(model, guide, [cols[n] for n in names], **kwargs)
     dag.guide_ = guide
     return dag
+
+
+def _leaves(t: torch.Tensor) -> list[torch.Tensor]:
+    """The leaf tensors requiring grad that ``t`` was computed from (its autograd graph)."""
+    out, seen, stack = [], set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):  # AccumulateGrad: a leaf
+            out.append(fn.variable)
+        stack.extend(f for f, _ in fn.next_functions)
+    return out
+
+
+def _check_trainable(model: Callable, guide: Callable | None,
+                     batch: list[torch.Tensor]) -> None:
+    """Refuse an SVI fit that would silently leave tensors untrained or train nothing.
+
+    SVI steps exactly the Pyro parameters (``pyro.param`` sites, including ``PyroModule`` and
+    ``pyro.module`` parameters) that the traces of model and guide visit. Both are traced
+    once on ``batch`` (forked RNG) and each sample site's log-density is followed back
+    through autograd to its leaf tensors.
+
+    Raises:
+        ConfigError: a site depends on a leaf that requires grad but is no visited Pyro
+            parameter (it would keep its initial value), or no Pyro parameter is visited.
+    """
+    with torch.random.fork_rng(devices=[]):
+        guide_tr = poutine.trace(guide).get_trace(*batch) if guide is not None else None
+        replayed = poutine.replay(model, trace=guide_tr) if guide_tr is not None else model
+        model_tr = poutine.trace(replayed).get_trace(*batch)
+    traces = [("guide site", guide_tr), ("node", model_tr)] if guide_tr else [("node", model_tr)]
+    params = {id(site["value"].unconstrained()) for _, tr in traces
+              for site in tr.nodes.values() if site["type"] == "param"}
+    for what, tr in traces:
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample":
+                continue
+            lp = site["fn"].log_prob(site["value"])
+            stray = [v for v in _leaves(lp) if id(v) not in params]
+            if stray:
+                shapes = [list(v.shape) for v in stray]
+                raise ConfigError(
+                    f"expected every trainable tensor of {what} {name!r} to be a Pyro "
+                    f"parameter, got {len(stray)} tensor(s) requiring grad of shapes {shapes} "
+                    "that SVI would never update (a plain torch.nn.Module?); try "
+                    "PyroModule[torch.nn.Linear](...) instead of torch.nn.Linear(...), or "
+                    "pyro.module('net', net) inside the conditional, or "
+                    "net.requires_grad_(False) to keep it fixed")
+    if not params:
+        raise ConfigError("expected Pyro parameters to train with method='svi', got none in "
+                          "the conditionals or the guide; try pyro.param or PyroModule "
+                          "conditionals, or method='counts' / 'em' for a network of tables")

@@ -247,3 +247,48 @@ def test_tables_of_learnable_callables_follow_the_trained_parameters():
     joint = torch.tensor([1 - pz, pz], dtype=torch.float64) * px
     torch.testing.assert_close(dag.posterior("z", {"x": 1})["z"], joint / joint.sum())
     assert f"{pz!r}" in dag.to_bif() or f"{1 - pz!r}" in dag.to_bif()
+
+
+def test_svi_refuses_conditionals_whose_parameters_pyro_would_never_train():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(100, generator=gen)
+    y = -0.8 * x + 0.3 + 0.5 * torch.randn(100, generator=gen)
+    net = torch.nn.Linear(1, 1)  # a plain module: SVI only steps Pyro parameters
+    before = [p.detach().clone() for p in net.parameters()]
+
+    def y_given_x(x):
+        return dist.Normal(net(x.unsqueeze(-1)).squeeze(-1), 0.5)
+
+    dag = DAG({"x": dist.Normal(0.0, 1.0), "y": y_given_x})
+    for data in ({"x": x, "y": y}, {"y": y}):  # x observed, or latent with an AutoNormal guide
+        with pytest.raises(ConfigError, match="node 'y'.*shapes \\[\\[1, 1\\], \\[1\\]\\].*"
+                                              "PyroModule.*pyro.module\\('net', net\\)"):
+            dag.fit(data, epochs=5, progress=False)  # was: trained nothing, silently
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+
+    def registered(x):
+        pyro.module("net", net)
+        return y_given_x(x)
+
+    DAG({"x": dist.Normal(0.0, 1.0), "y": registered}).fit(
+        {"x": x, "y": y}, epochs=5, optim=pyro.optim.Adam({"lr": 0.05}), progress=False)
+    assert not any(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+
+
+def test_svi_with_nothing_to_train_is_an_error_but_fixed_nodes_beside_learnable_ones_are_fine():
+    x = torch.linspace(-1.0, 1.0, 50)
+    fixed = DAG({"x": dist.Normal(0.0, 1.0), "y": lambda x: dist.Normal(2.0 * x, 1.0)})
+    with pytest.raises(ConfigError, match="expected Pyro parameters to train.*got none"):
+        fixed.fit({"x": x, "y": 2.0 * x}, epochs=5, progress=False)
+    frozen = torch.nn.Linear(1, 1).requires_grad_(False)  # kept fixed on purpose
+
+    def learnable(x):
+        return dist.Normal(pyro.param("w", torch.tensor(0.0)) * x, 1.0)
+
+    dag = DAG({"x": dist.Normal(0.0, 1.0), "y": learnable,
+               "u": lambda y: dist.Normal(frozen(y.unsqueeze(-1)).squeeze(-1), 1.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dag.fit({"x": x, "y": 2.0 * x, "u": x}, epochs=200,
+                optim=pyro.optim.Adam({"lr": 0.05}), progress=False)
+    assert abs(pyro.param("w").item() - 2.0) < 0.1  # the learnable node still trained
