@@ -1,46 +1,70 @@
-"""Figures saved as PNG: image grids and training curves.
+"""Figures: image grids, training curves, error-bar curves and histograms.
 
-matplotlib is imported lazily with the non-interactive ``Agg`` backend, so plotting works on
-machines without a display and does not slow down ``import pgm_lab``.
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot`` state, so
+nothing is left open and no backend has to be chosen), saves it as a PNG when ``path`` is
+given, and returns it. In Jupyter a figure returned by a cell is shown inline once the inline
+backend is active (``%matplotlib inline``, or any import of ``matplotlib.pyplot``); a script
+passes ``path`` and writes files. matplotlib is imported lazily, so ``import pgm_lab`` stays
+fast.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from itertools import cycle
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import DataError
 
-__all__ = ["save_image_grid", "plot_curves"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["image_grid", "plot_curves", "plot_errorbars", "plot_histogram"]
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float] = (6, 4)) -> Figure:
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, dpi=100, layout="constrained")
 
 
-def save_image_grid(
+def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def image_grid(
     images: torch.Tensor,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     image_shape: tuple[int, int] | None = None,
     nrow: int = 10,
-    scale: int = 4,
-) -> Path:
-    """Save flattened images ``[N, H*W]`` (values in ``[0, 1]``) as one PNG grid.
+    title: str | None = None,
+    row_labels: Sequence[str] | None = None,
+    scale_each: bool = False,
+) -> Figure:
+    """Show flattened images ``[N, H*W]`` (values in ``[0, 1]``, 0 = black) as one grid.
 
-    Uses :func:`torchvision.utils.make_grid` and :func:`torchvision.utils.save_image`; each pixel
-    is upscaled ``scale`` times (nearest) so 8x8 digits stay legible. ``image_shape`` defaults
-    to the square ``(sqrt(D), sqrt(D))``. Returns the path written.
+    Images are drawn in grey levels, framed in light blue. ``scale_each`` maps each image's
+    own range to ``[0, 1]`` (for weights, e.g. RBM filters) instead of clipping to it.
+
+    The grid is built by :func:`torchvision.utils.make_grid` with ``nrow`` images per row;
+    ``image_shape`` defaults to the square ``(sqrt(D), sqrt(D))``. ``row_labels`` name the
+    rows and repeat cyclically, e.g. ``("input", "reconstruction")`` for alternating rows.
+    Saved to ``path`` (PNG) when given.
+
+    Raises:
+        DataError: ``images`` is not 2-D or ``image_shape`` does not match ``D``.
     """
-    from torchvision.utils import make_grid, save_image
+    import matplotlib
+    from torchvision.utils import make_grid
 
     from .data import image_shape as _square
 
@@ -49,41 +73,138 @@ def save_image_grid(
     h, w = image_shape if image_shape is not None else _square(int(images.shape[1]))
     if h * w != images.shape[1]:
         raise DataError(f"image_shape {(h, w)} does not match D={images.shape[1]}")
-    imgs = images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, h, w)
-    if scale > 1:
-        imgs = torch.nn.functional.interpolate(imgs, scale_factor=scale, mode="nearest")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(imgs, nrow=nrow, padding=2, pad_value=0.5), path)
-    return path
+    imgs = images.detach().float().cpu()
+    if scale_each:
+        lo, hi = imgs.min(1, keepdim=True).values, imgs.max(1, keepdim=True).values
+        imgs = (imgs - lo) / (hi - lo).clamp_min(1e-12)
+    imgs = imgs.clamp(0, 1).reshape(-1, 1, h, w)
+    pad = max(1, min(h, w) // 8)
+    # NaN padding is drawn in a colour of its own, so frames never blend into the images.
+    grid = make_grid(imgs, nrow=nrow, padding=pad, pad_value=float("nan"))[0]
+    rows = -(-imgs.shape[0] // nrow)
+    cols = min(nrow, imgs.shape[0])
+    width = min(10.0, max(3.0, 0.6 * cols))
+    fig = _figure((width + (1.6 if row_labels else 0.0), width * grid.shape[0] / grid.shape[1]
+                   + (0.5 if title else 0.1)))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="#9ab8d6")
+    ax.imshow(grid.numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels:
+        ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)],
+                      [row_labels[r % len(row_labels)] for r in range(rows)])
+        ax.tick_params(axis="y", length=0)
+    else:
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
 
 
 def plot_curves(
     curves: Mapping[str, Sequence[float]],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     xlabel: str = "epoch",
     ylabel: str = "loss (nats per example)",
     title: str | None = None,
+    legend_title: str | None = None,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
     logx: bool = False,
-) -> Path:
-    """Plot one line per named curve and save it as a PNG. Returns the path written."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+) -> Figure:
+    """One line per named curve against ``1, 2, ...`` (e.g. epochs); legend if more than one.
+
+    ``styles`` maps a curve's name to extra :meth:`matplotlib.axes.Axes.plot` keywords (e.g.
+    ``{"resumed": {"linestyle": "--"}}`` to show one curve on top of another). Saved to
+    ``path`` (PNG) when given.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure()
+    ax = fig.add_subplot()
     for name, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), list(ys), label=name, marker="." if len(ys) < 30 else None)
+        style = {"marker": "." if len(ys) < 30 else None, **(styles or {}).get(name, {})}
+        ax.plot(range(1, len(ys) + 1), list(ys), label=name, **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logx:
         ax.set_xscale("log")
     if title:
         ax.set_title(title)
-    if len(curves) > 1:
+    if len(curves) > 1 or legend_title:
+        ax.legend(title=legend_title)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_errorbars(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    path: str | os.PathLike | None = None,
+    *,
+    xlabel: str,
+    ylabel: str,
+    errors: str,
+    title: str | None = None,
+    legend_title: str | None = None,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+    lines: Mapping[str, float] | None = None,
+    logx: bool = False,
+) -> Figure:
+    """Named ``(x, y, yerr)`` series as lines with error bars, and labelled horizontal ``lines``
+    (e.g. the exact value that the series estimate).
+
+    ``errors`` says what a bar is (e.g. ``"± 1 standard error over test images"``); it is
+    printed in the figure, since a bar without a stated meaning cannot be read. ``x`` may be
+    numbers or category names; ``styles`` maps a series' name to extra
+    :meth:`matplotlib.axes.Axes.errorbar` keywords (e.g. ``{"linestyle": "none"}`` for
+    categories). Saved to ``path`` (PNG) when given.
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, (xs, ys, err) in series.items():
+        style = {"marker": "o", "capsize": 3, **(styles or {}).get(name, {})}
+        ax.errorbar(list(xs), list(ys), yerr=list(err), label=name, **style)
+    for (name, y), linestyle in zip((lines or {}).items(), cycle(("--", ":", "-."))):
+        ax.axhline(y, color="k", linestyle=linestyle, label=name)
+    ax.margins(x=0.1)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\nerror bars: {errors}" if title else f"error bars: {errors}")
+    if len(series) + len(lines or {}) > 1 or legend_title:
+        ax.legend(title=legend_title)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_histogram(
+    samples: Mapping[str, Sequence[float]],
+    path: str | os.PathLike | None = None,
+    *,
+    xlabel: str,
+    title: str | None = None,
+    lines: Mapping[str, float] | None = None,
+    bins: int = 30,
+) -> Figure:
+    """Overlaid histograms of named samples on shared bins, with labelled vertical ``lines``
+    (e.g. a mean and the value it should estimate). Saved to ``path`` (PNG) when given."""
+    import numpy as np
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    edges = np.histogram_bin_edges(np.concatenate([np.asarray(xs, dtype=float)
+                                                   for xs in samples.values()]), bins)
+    for name, xs in samples.items():
+        ax.hist(np.asarray(xs, dtype=float), bins=edges, alpha=0.6, label=name)
+    for (name, x), style in zip((lines or {}).items(), cycle(("-", "--", ":", "-."))):
+        ax.axvline(x, color="k", linestyle=style, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
+    if len(samples) + len(lines or {}) > 1:
         ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)

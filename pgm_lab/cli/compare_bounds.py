@@ -34,7 +34,7 @@ from ..infer import (
 )
 from ..models import VAE
 from ..optim import Adam
-from ..plots import plot_curves, save_image_grid
+from ..plots import image_grid, plot_curves, plot_errorbars
 from ..train import fit, resolve_device
 from ._args import SEED_MAX, HelpFormatter, float_in, int_in, output_dir, plain, seed
 
@@ -206,7 +206,10 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
         _save_grids(vae, guide, x_test, out, name, args.seed)
         _plot_bounds(runs, out / "bounds_vs_k.png", args.estimator)
     plot_curves(curves, out / "training_curves.png",
-                ylabel="training loss (nats per example)", title="compare-bounds")
+                ylabel="training objective: negative bound (nats per example)",
+                title="training objective (each curve its own bound)\n"
+                      "lower is better within a curve; not comparable across curves",
+                legend_title="objective")
     results = {
         "dataset": args.dataset,
         "n_train": int(x_train.shape[0]),
@@ -225,50 +228,46 @@ def _save_grids(vae: VAE, guide: AmortizedNormal, x_test: torch.Tensor, out: Pat
                 seed: int) -> None:
     d = int(x_test.shape[1])
     shape = image_shape(d)
-    save_image_grid(vae.sample(100, seed=seed).cpu(), out / f"samples_{name}.png",
-                    image_shape=shape)
+    image_grid(vae.sample(100, seed=seed).cpu(), out / f"samples_{name}.png", image_shape=shape,
+               title=f"{name}: 100 samples, pixel means E[x | z] with z ~ p(z)")
     n = min(50, x_test.shape[0]) // 10 * 10
     if n:
         x = x_test[:n]
         rec = vae.reconstruct(x, guide)
         # Rows alternate: 10 test images, then their 10 reconstructions.
         pairs = torch.stack([x.reshape(-1, 10, d), rec.reshape(-1, 10, d)], 1).reshape(-1, d)
-        save_image_grid(pairs.cpu(), out / f"reconstructions_{name}.png", image_shape=shape)
+        image_grid(pairs.cpu(), out / f"reconstructions_{name}.png", image_shape=shape,
+                   row_labels=("test input", "reconstruction"),
+                   title=f"{name}: test inputs and their reconstructions\n"
+                         "(reconstruction: E[x | z] at z = mean of q(z | x))")
 
 
 def _plot_bounds(runs: list[dict[str, Any]], path: Path, estimator: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    series = {}
     for run in runs:
         ks = [int(k) for k in run["bounds"]]
-        ys = [run["bounds"][str(k)] for k in ks]
-        err = [run["stderr"][str(k)] for k in ks]
-        ax.errorbar(ks, ys, yerr=err, marker="o", capsize=3,
-                    label=_run_name(run["objective"], run["k_train"], estimator))
-    ax.set_xscale("log")
-    ax.set_xlabel("k (test particles)")
-    ax.set_ylabel("test IWAE-k bound (nats per example)")
-    ax.set_title("test bound vs k, per training objective")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        series[_run_name(run["objective"], run["k_train"], estimator)] = (
+            ks, [run["bounds"][str(k)] for k in ks], [run["stderr"][str(k)] for k in ks])
+    plot_errorbars(series, path, xlabel="k (test particles)",
+                   ylabel="test IWAE-k bound (nats per example)",
+                   errors="± 1 standard error over test images",
+                   title="test bound vs k, per training objective",
+                   legend_title="training objective", logx=True)
 
 
 def format_table(results: dict[str, Any]) -> str:
     """The Markdown table printed by the command (one row per training objective)."""
     ks = [str(k) for k in results["eval_k"]]
-    head = ["training objective", *[f"k={k}" for k in ks], "active units", "train s"]
+    head = ["training objective", *[f"k={k}" for k in ks], f"ESS of {ks[-1]}",
+            "PSIS k-hat (share > 0.7)", "active units", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in results["runs"]:
         name = _run_name(run["objective"], run["k_train"], run["estimator"])
         cells = [f"{run['bounds'][k]:.2f} ± {run['stderr'][k]:.2f}" for k in ks]
-        lines.append("| " + " | ".join([name, *cells, str(run["active_units"]),
+        khat = ("n/a" if run["khat_median"] is None else
+                f"{run['khat_median']:.2f} ({run['khat_frac_above_0.7']:.0%})")
+        lines.append("| " + " | ".join([name, *cells, f"{run['ess_mean']:.1f}", khat,
+                                        str(run["active_units"]),
                                         f"{run['train_seconds']:.1f}"]) + " |")
     first = results["runs"][0]
     name0 = _run_name(first["objective"], first["k_train"], first["estimator"])
@@ -292,6 +291,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"compare-bounds on {results['dataset']} (test n={results['n_test']}; mean test bound "
           "in nats per example ± standard error over test points)")
     print(format_table(results))
+    print(f"ESS: effective sample size of the k={results['eval_k'][-1]} importance weights, mean "
+          "over test points; PSIS k-hat: median over test points (share above 0.7, where "
+          "importance sampling is unreliable)")
     print(f"wrote {Path(args.out) / 'results.json'} and figures in {args.out} "
           f"({time.perf_counter() - t0:.0f} s)")
     return 0

@@ -118,18 +118,11 @@ def _json_safe(obj: object) -> object:
     return obj
 
 
-def _filters(w: torch.Tensor) -> torch.Tensor:
-    # one image per hidden unit, each scaled to [0, 1]
-    f = w.detach().T
-    lo, hi = f.min(1, keepdim=True).values, f.max(1, keepdim=True).values
-    return (f - lo) / (hi - lo).clamp_min(1e-12)
-
-
 def run(args: argparse.Namespace) -> int:
     from pyro.infer import MCMC
 
     from ..data import image_shape, load_dataset
-    from ..plots import plot_curves, save_image_grid
+    from ..plots import image_grid, plot_curves
     from ..rbm import RBM, GibbsKernel
     from ..rbm.diagnostics import plot_trace, summary, to_inference_data
     from ..train import resolve_device
@@ -167,14 +160,18 @@ def run(args: argparse.Namespace) -> int:
     v0 = torch.bernoulli(torch.full((100, rbm.n_visible), 0.5), generator=gen)
     samples = rbm.gibbs(v0, args.gibbs_steps, generator=gen)
     shape = image_shape(rbm.n_visible)
-    save_image_grid(torch.sigmoid(rbm.visible_logits(samples.h)).detach(), out / "samples.png",
-                    image_shape=shape)
-    save_image_grid(_filters(rbm.W)[:100], out / "filters.png", image_shape=shape)
+    image_grid(torch.sigmoid(rbm.visible_logits(samples.h)).detach(), out / "samples.png",
+               image_shape=shape, title=f"100 Gibbs chains after {args.gibbs_steps} steps "
+                                        "from random images (p(v = 1 | h))")
+    image_grid(rbm.W.detach().T[:100], out / "filters.png", image_shape=shape, scale_each=True,
+               title="filters: the weights W[:, j] of each hidden unit, each scaled to [0, 1]")
     plot_curves({"CD objective (train)": history.loss}, out / "curves.png",
-                ylabel="F(data) - F(model samples), per example")
+                ylabel="F(data) - F(model samples), per example",
+                title=f"{args.method}-{args.k} training objective")
     if test_pl:
         plot_curves({"test pseudo-log-likelihood": test_pl}, out / "pseudo_likelihood.png",
-                    ylabel="nats per example")
+                    ylabel="nats per example",
+                    title="test pseudo-log-likelihood (higher is better)")
 
     mcmc = MCMC(GibbsKernel(rbm, batch_shape=(4,), seed=args.seed), num_samples=500,
                 warmup_steps=100, disable_progbar=True)

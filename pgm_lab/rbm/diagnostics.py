@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ConfigError
 from .energy import EnergyModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["to_inference_data", "summary", "plot_trace"]
 
@@ -84,21 +87,25 @@ def summary(idata: Any, var_names: tuple[str, ...] = SCALARS):
     return az.summary(idata, var_names=list(var_names), kind="all")
 
 
-def plot_trace(idata: Any, path: str | os.PathLike,
+def plot_trace(idata: Any, path: str | os.PathLike | None = None,
                var_names: tuple[str, ...] = ("free_energy", "visible_mean", "hidden_mean")
-               ) -> Path:
-    """Trace plots (``arviz.plot_trace``) of the chain statistics, saved as a PNG."""
+               ) -> Figure:
+    """Trace plots (``arviz.plot_trace``) of the chain statistics: per variable, the density of
+    each chain (left) and its draws (right). Returns the figure (shown inline in Jupyter) and
+    saves it as a PNG when ``path`` is given."""
     import arviz as az
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    axes = az.plot_trace(idata, var_names=list(var_names), compact=True)
-    fig = axes.ravel()[0].figure
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    fig = Figure(figsize=(10, 2.2 * len(var_names)), dpi=100, layout="constrained")
+    axes = fig.subplots(len(var_names), 2, squeeze=False)
+    az.plot_trace(idata, var_names=list(var_names), compact=True, axes=axes)
+    for ax in axes[:, 1]:
+        ax.set_xlabel("draw")
+    for ax in axes[:, 0]:
+        ax.set_xlabel("value")
+        ax.set_ylabel("density")
+    fig.suptitle("Gibbs chains: one line style per chain; chains that mix overlap")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig

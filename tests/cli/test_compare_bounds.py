@@ -5,7 +5,7 @@ import pytest
 import torch
 from _mnist_idx import make_tiny_mnist
 
-from pgm_lab.cli.compare_bounds import parse_objective
+from pgm_lab.cli.compare_bounds import format_table, parse_objective
 from pgm_lab.cli.main import main
 from pgm_lab.errors import ConfigError
 
@@ -19,7 +19,9 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
             "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| training objective | k=1 | k=3 | k=60 | active units | train s |" in printed
+    assert ("| training objective | k=1 | k=3 | k=60 | ESS of 60 | PSIS k-hat (share > 0.7) | "
+            "active units | train s |") in printed
+    assert "ESS: effective sample size of the k=60 importance weights" in printed
     assert "| iwae-3-dreg |" in printed and "| elbo-dreg |" in printed
     assert "paired difference of the k=60 bound vs elbo-dreg" in printed
     res = json.loads((out / "results.json").read_text())
@@ -49,6 +51,20 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
     for a, b in zip(res["runs"], again["runs"]):
         assert a["bounds"] == b["bounds"] and a["train_loss"] == b["train_loss"]
         assert a["train_seconds"] == b["train_seconds"]
+
+
+def test_table_has_ess_and_khat_columns():
+    run = {"objective": "iwae", "k_train": 5, "estimator": "standard",
+           "bounds": {"1": -40.0, "50": -39.0}, "stderr": {"1": 0.5, "50": 0.25},
+           "active_units": 3, "train_seconds": 1.0, "ess_mean": 12.345, "khat_median": 0.61,
+           "khat_frac_above_0.7": 0.125, "delta_vs_first": {"1": 0.0, "50": 0.0},
+           "delta_stderr": {"1": 0.0, "50": 0.0}}
+    without_khat = {**run, "k_train": 2, "khat_median": None, "khat_frac_above_0.7": None}
+    lines = format_table({"eval_k": [1, 50], "runs": [run, without_khat]}).splitlines()
+    assert lines[0] == ("| training objective | k=1 | k=50 | ESS of 50 | PSIS k-hat (share > 0.7) "
+                        "| active units | train s |")
+    assert lines[2] == "| iwae-5 | -40.00 ± 0.50 | -39.00 ± 0.25 | 12.3 | 0.61 (12%) | 3 | 1.0 |"
+    assert lines[3].startswith("| iwae-2 | -40.00 ± 0.50 | -39.00 ± 0.25 | 12.3 | n/a |")
 
 
 def test_mnist_from_tiny_idx_files(tmp_path):

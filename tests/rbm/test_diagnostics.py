@@ -33,8 +33,10 @@ def test_mcmc_run_converts_to_inference_data_with_converged_diagnostics(tmp_path
     v = torch.as_tensor(post["v"].values)
     h = torch.as_tensor(post["h"].values)
     assert_close(torch.as_tensor(post["energy"].values), rbm.energy(v, h).detach())
-    out = plot_trace(idata, tmp_path / "trace.png")
-    assert out.stat().st_size > 0
+    fig = plot_trace(idata, tmp_path / "trace.png")
+    assert (tmp_path / "trace.png").stat().st_size > 0
+    assert [ax.get_title() for ax in fig.axes[::2]] == ["free_energy", "visible_mean",
+                                                       "hidden_mean"]
 
 
 def test_dict_input_and_validation():
