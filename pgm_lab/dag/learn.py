@@ -240,6 +240,7 @@ def _fit_em(dag: DAG, data: Mapping[str, Any], pseudo_count: Any, max_iter: int,
 def _fit_svi(dag: DAG, data: Mapping[str, Any], guide: Callable | None,
              kwargs: dict[str, Any]) -> DAG:
     from ..train import fit as train_fit
+    from ..train import resolve_device
 
     names = [n for n in dag.nodes if n in data]
     cols = _columns(dag, data, names)
@@ -257,12 +258,13 @@ def _fit_svi(dag: DAG, data: Mapping[str, Any], guide: Callable | None,
     if guide is None:
         guide = (AutoNormal(poutine.block(model, expose=continuous_latent))
                  if continuous_latent else None)
-    _check_trainable(model, guide, [cols[n] for n in names])
     kwargs.setdefault("loss", TraceEnum_ELBO(max_plate_nesting=1) if discrete_latent
                       else Trace_ELBO())
     kwargs.setdefault("batch_size", n_rows)
     kwargs.setdefault("optim", pyro.optim.Adam({"lr": 0.01}))
     kwargs.setdefault("device", "cpu")
+    device = resolve_device(kwargs["device"])
+    _check_trainable(model, guide, [cols[n].to(device) for n in names])
     kwargs.setdefault("desc", "dag.fit")
     dag.history_ = train_fit(model, guide, [cols[n] for n in names], **kwargs)
     dag.guide_ = guide
