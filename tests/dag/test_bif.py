@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from pgm_lab.dag import DAG, available_networks, cpt, parse_bif, read_bif
+from pgm_lab.dag import DAG, available_networks, bif, cpt, parse_bif, read_bif
 from pgm_lab.errors import DAGError
 
 from ._oracles import pgmpy, pgmpy_file
@@ -108,6 +108,7 @@ probability ( b | a ) {
         [[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64))
 
 
+_A = "variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5, 0.5; }\n"
 MALFORMED = [
     ("variable a { type discrete [ 2 ] { x, y };\nprobability ( a ) { table 0.5, 0.5; }\n",
      2, "expected 'type', 'property' or '}', got 'probability'"),
@@ -133,6 +134,37 @@ MALFORMED = [
      2, "expected a number or ';', got ','"),
     ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) {\n table ; }\n",
      3, "expected at least one number"),
+    # each of these was a builtin exception (ValueError, OverflowError, MemoryError), a hang
+    # or silently accepted
+    (_A + "\n/* comment never closed\n" + "\n" * 100, 4, "expected '\\*/' closing this comment"),
+    (_A + "/*/\n", 3, "expected '\\*/' closing this comment"),
+    (_A + "\nproperty never ended\n", 4, "expected ';' ending this property"),
+    ("variable a { type discrete [ \u00b2 ] { x, y }; }\n", 1,
+     "expected the number of states as ASCII digits in \\[ \\], got '\u00b2'"),
+    ("variable a { type discrete [ \u0662 ] { x, y }; }\n", 1, "as ASCII digits"),
+    ("variable a {\n type discrete [ " + "9" * 5000 + " ] { x, y }; }\n", 2,
+     "declares 99999999999999999999... states and lists 2, expected at most MAX_STATES = 65536"),
+    ("variable a { type discrete [ 70000 ] { x, y }; }\n", 1, "at most MAX_STATES = 65536"),
+    ("variable a { type discrete [ 00002 ] { x, y }; }\n", 1, "has no probability block"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5, \u0660.5; }\n",
+     2, "expected a number written with ASCII digits, got '\u0660.5'"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5, 0_5; }\n",
+     2, "expected a number written with ASCII digits, got '0_5'"),
+    ("variable a { type discrete [ 2 ] { x, y }; }\nprobability ( a ) { table 0.5 0.5 0.5; }\n",
+     2, "expected ';' after 2 numbers \\(2 states x 1 parent configurations of 'a'\\), got"),
+    (_A + "variable b { type discrete [ 2 ] { x, y }; }\n"
+     "probability ( b | a, a ) { default 0.5, 0.5; }\n", 4, "lists a parent twice: \\['a', 'a'\\]"),
+    (_A + "variable b { type discrete [ 2 ] { x, y }; }\n"
+     "probability ( b | a ) { default 0.5, 0.5; }\n\nprobability ( b ) { table 0.5, 0.5; }\n",
+     6, "second probability block for 'b' \\(first on line 4\\)"),
+    (_A + "variable b { type discrete [ 1 ] { x }; }\n"
+     "probability ( b | b ) { (x) 1.0; }\n", 4, "cycle b -> b"),
+    ("".join(f"variable v{i} {{ type discrete [ 2 ] {{ x, y }}; }}\n"
+             f"probability ( v{i} ) {{ table 0.5, 0.5; }}\n" for i in range(40))
+     + "variable c { type discrete [ 2 ] { x, y }; }\n\n"
+     + f"probability ( c | {', '.join(f'v{i}' for i in range(40))} ) {{ default 0.5, 0.5; }}\n",
+     83, "table of 'c' \\(2 states, 40 parents\\) has more than the 16777136 entries left "
+     "of MAX_TABLE_ENTRIES = 16777216"),
 ]
 
 
@@ -142,6 +174,53 @@ def test_malformed_files_raise_with_line_number(text, line, message, tmp_path):
     path.write_text(text)
     with pytest.raises(DAGError, match=f"bad.bif:{line}: .*{message}"):
         read_bif(path)
+
+
+def test_reading_is_bounded_by_max_file_bytes(tmp_path, monkeypatch):
+    # /dev/zero hung: the whole file was read before parsing
+    with pytest.raises(DAGError, match="zero:1: expected a BIF file of at most MAX_FILE_BYTES "
+                                       f"= {bif.MAX_FILE_BYTES} bytes, got more"):
+        read_bif("/dev/zero")
+    text = read_bif("asia").to_bif()
+    monkeypatch.setattr(bif, "MAX_FILE_BYTES", len(text))
+    for suffix in (".bif", ".bif.gz"):  # the limit counts decompressed bytes (gzip bombs)
+        path = tmp_path / f"net{suffix}"
+        read_bif("asia").to_bif(path)
+        assert read_bif(path).name == "asia"  # at the limit
+        DAG(read_bif("asia").spec, name="asia", properties=["x=1"]).to_bif(path)
+        with pytest.raises(DAGError, match=f"net{suffix}:\\d+: .*at most MAX_FILE_BYTES"):
+            read_bif(path)
+    with pytest.raises(DAGError, match="<string>:\\d+: expected at most MAX_FILE_BYTES = "
+                                       f"{len(text)} characters of BIF, got {len(text) + 12}"):
+        parse_bif(text.replace("{\n", "{\nproperty x;\n", 1))
+    bad = tmp_path / "cut.bif.gz"
+    bad.write_bytes(gzip.compress(text.encode())[:-20])
+    with pytest.raises(DAGError, match="cannot read BIF file .*cut.bif.gz"):  # was EOFError
+        read_bif(bad)
+
+
+def test_table_entries_are_bounded_for_the_whole_network(monkeypatch):
+    # a 'default' row fills a table far larger than its text: 26 binary parents took 23 s and
+    # 3.5 GB, 40 a MemoryError; the bound holds for all tables together
+    monkeypatch.setattr(bif, "MAX_TABLE_ENTRIES", 10)
+    text = "".join(f"variable {v} {{ type discrete [ 2 ] {{ x, y }}; }}\n" for v in "abc")
+    ok = text + "".join(f"probability ( {v} ) {{ table 0.5, 0.5; }}\n" for v in "abc")
+    assert parse_bif(ok).nodes == ("a", "b", "c")
+    grown = ok.replace("( c ) { table", "( c | a, b ) { default")
+    with pytest.raises(DAGError, match="<string>:6: the table of 'c' \\(2 states, 2 parents\\) "
+                                       "has more than the 6 entries left of MAX_TABLE_ENTRIES"):
+        parse_bif(grown)
+
+
+def test_properties_round_trip_exactly_or_are_refused():
+    dag = read_bif("cancer")
+    multi = DAG(dag.spec, name="cancer", properties=["note = two\n  lines // /* x */ {}"])
+    assert parse_bif(multi.to_bif()).properties == multi.properties
+    # the reader ends a property at ';' and strips it: such properties were written anyway
+    for prop in ("a = 1; b = 2", " padded", "crlf\r\nline", 3):
+        with pytest.raises(DAGError, match="cannot be written to BIF: expected a string without "
+                                           "';'"):
+            DAG(dag.spec, properties=[prop]).to_bif()
 
 
 def test_cycle_in_file_and_unwritable_networks():
