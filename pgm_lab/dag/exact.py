@@ -106,11 +106,16 @@ def _scopes(dag: DAG, keep: set[str], observed: set[str]) -> dict[str, set[str]]
 
 
 def _factors(dag: DAG, keep: Iterable[str], scalar: Mapping[str, int],
-             batched: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, tuple[str, ...]]]:
-    """Tables of ``keep`` with evidence applied, as ``(tensor, variable names)`` pairs."""
+             batched: Mapping[str, torch.Tensor]
+             ) -> tuple[list[tuple[torch.Tensor, tuple[str, ...]]], float]:
+    """Tables of ``keep`` with evidence applied, as ``(tensor, variable names)`` pairs, and
+    :math:`\\sum_i \\log m_i` with :math:`m_i` the smallest positive entry of table ``i``: a
+    lower bound on the log of every nonzero term of their contraction."""
     tables = dag.tables(n for n in dag.nodes if n in keep)
     out = []
+    log_floor = 0.0
     for name, table in tables.items():
+        log_floor += _table_stats(dag, name, table)[1]
         names = (*dag._parents[name], name)
         t = table[tuple(scalar.get(v, slice(None)) for v in names)]
         names = tuple(v for v in names if v not in scalar)
@@ -120,7 +125,7 @@ def _factors(dag: DAG, keep: Iterable[str], scalar: Mapping[str, int],
             t = t.permute(*axes, *rest)[tuple(batched[names[i]] for i in axes)]
             names = (_BATCH, *(names[i] for i in rest))
         out.append((t, names))
-    return out
+    return out, log_floor
 
 
 def _component(scopes: Mapping[str, set[str]], var: str) -> set[str]:
@@ -140,19 +145,13 @@ def _component(scopes: Mapping[str, set[str]], var: str) -> set[str]:
     return nodes
 
 
-def _log_floor(dag: DAG, nodes: Iterable[str]) -> float:
-    """:math:`\\sum_i \\log m_i` over the tables of ``nodes``, :math:`m_i` the smallest
-    positive entry: a lower bound on the log of every nonzero term of their contraction."""
-    return sum(_table_stats(dag, n)[1] for n in nodes)
-
-
 def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
               output: tuple[str, ...], log_floor: float, optimize: str = "auto"
               ) -> torch.Tensor:
     """:math:`\\log \\sum \\prod` of the nonnegative ``factors`` over the variables not in
     ``output``: float64 tensor with one axis per ``output`` variable (in that order).
 
-    ``log_floor`` bounds the log of every nonzero term from below (:func:`_log_floor`): above
+    ``log_floor`` bounds the log of every nonzero term from below (from :func:`_factors`): above
     ``log(1e-300)`` the contraction runs on the factors themselves, else (or if a sum
     overflowed) on their logs with Pyro's log-sum-exp einsum.
     """
@@ -237,10 +236,9 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
                 continue
             nodes = _component(scopes, q)
             covered |= nodes
-            comp = _factors(dag, nodes, scalar, batched)
+            comp, log_floor = _factors(dag, nodes, scalar, batched)
             comp_batched = any(_BATCH in names for _, names in comp)
-            joint = _contract(dag, comp, (_BATCH, q) if comp_batched else (q,),
-                              _log_floor(dag, nodes))
+            joint = _contract(dag, comp, (_BATCH, q) if comp_batched else (q,), log_floor)
             if b is not None and not comp_batched:
                 joint = joint.expand(b, card)
             out[q] = _normalize(joint, batch_out)
@@ -248,18 +246,19 @@ def posterior(dag: DAG, query: str | Sequence[str], evidence: Mapping[str, Any] 
     # zero constant means the evidence is impossible.
     rest = [n for n in keep if n not in covered and _table_stats(dag, n)[0]]
     if observed and rest:
-        _check_possible(dag, _factors(dag, rest, scalar, batched), batch_out)
+        _check_possible(dag, _factors(dag, rest, scalar, batched)[0], batch_out)
     return out
 
 
-def _table_stats(dag: DAG, name: str) -> tuple[bool, float]:
-    """Whether the table of ``name`` has a zero entry, and the log of its smallest positive
-    entry (cached for fixed tables)."""
+def _table_stats(dag: DAG, name: str, table: torch.Tensor | None = None
+                 ) -> tuple[bool, float]:
+    """Whether the table of ``name`` (``table`` if given) has a zero entry, and the log of its
+    smallest positive entry (cached for fixed tables)."""
     from .spec import CPT
 
     cache = dag._table_stats
     if name not in cache:
-        table = dag.tables([name])[name]
+        table = dag.tables([name])[name] if table is None else table
         positive = table > 0
         value = (not bool(positive.all()), math.log(float(table[positive].min())))
         nd = dag._spec[name]
@@ -332,5 +331,5 @@ def log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None) -> torch.T
     if not observed:
         return torch.zeros((), dtype=torch.float64)
     keep = ancestors(dag._parents, observed)
-    factors = _factors(dag, keep, scalar, batched)
-    return _contract(dag, factors, (_BATCH,) if b is not None else (), _log_floor(dag, keep))
+    factors, log_floor = _factors(dag, keep, scalar, batched)
+    return _contract(dag, factors, (_BATCH,) if b is not None else (), log_floor)

@@ -190,7 +190,7 @@ def _fit_counts(dag: DAG, data: Mapping[str, Any], pseudo_count: Any) -> DAG:
 
 def _expected_counts(dag: DAG, n: str, cols: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """:math:`\\sum_r p(x_n, x_{pa(n)} \\mid e_r)` as a table, one batched contraction."""
-    from .exact import _BATCH, _contract, _factors, _log_floor
+    from .exact import _BATCH, _contract, _factors
     from .graph import ancestors
 
     family = (*dag.parents(n), n)
@@ -198,8 +198,8 @@ def _expected_counts(dag: DAG, n: str, cols: Mapping[str, torch.Tensor]) -> torc
     if not free:
         return _observed_counts(dag, n, cols)
     keep = ancestors(dag._parents, [*family, *cols])
-    log_joint = _contract(dag, _factors(dag, keep, {}, cols), (_BATCH, *free),
-                          _log_floor(dag, keep))
+    factors, log_floor = _factors(dag, keep, {}, cols)
+    log_joint = _contract(dag, factors, (_BATCH, *free), log_floor)
     log_z = log_joint.reshape(log_joint.shape[0], -1).logsumexp(-1)
     post = (log_joint - log_z.reshape(-1, *[1] * len(free))).exp()
     table = torch.zeros(dag.tables([n])[n].shape, dtype=torch.float64)
