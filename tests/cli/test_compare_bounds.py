@@ -67,6 +67,34 @@ def test_table_has_ess_and_khat_columns():
     assert lines[3].startswith("| iwae-2 | -40.00 ± 0.50 | -39.00 ± 0.25 | 12.3 | n/a |")
 
 
+def test_figures_say_what_they_show(tmp_path, monkeypatch):
+    import pgm_lab.cli.compare_bounds as cb
+
+    figures = {}
+
+    def recording(plot):
+        def record(*args, **kwargs):
+            fig = plot(*args, **kwargs)
+            figures[args[1].name] = fig
+            return fig
+        return record
+
+    for name in ("image_grid", "plot_curves", "plot_errorbars"):
+        monkeypatch.setattr(cb, name, recording(getattr(cb, name)))
+    argv = ["compare-bounds", *TINY, "--epochs", "1", "--objectives", "elbo", "iwae-3",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (curves,) = figures["training_curves.png"].axes
+    assert curves.get_title().startswith("training objective (each curve its own bound)")
+    assert curves.get_legend().get_title().get_text() == "objective"
+    (bounds,) = figures["bounds_vs_k.png"].axes
+    assert "error bars: ± 1 standard error over test images" in bounds.get_title()
+    (rec,) = figures["reconstructions_iwae-3.png"].axes
+    assert [t.get_text() for t in rec.get_yticklabels()][:2] == ["test input", "reconstruction"]
+    assert rec.get_title().startswith("iwae-3: test inputs and their reconstructions")
+    assert figures["samples_elbo.png"].axes[0].get_title().startswith("elbo: 100 samples")
+
+
 def test_mnist_from_tiny_idx_files(tmp_path):
     make_tiny_mnist(tmp_path, n_train=20, n_test=10)
     out = tmp_path / "mnist"
