@@ -91,7 +91,7 @@ def image_grid(
     ax.imshow(grid.numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     if row_labels:
-        ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)],
+        ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(rows)],
                       [row_labels[r % len(row_labels)] for r in range(rows)])
         ax.tick_params(axis="y", length=0)
     else:

@@ -85,6 +85,7 @@ def test_image_grid_labels_rows_cyclically_and_keeps_pixels():
     (ax,) = fig.axes
     assert ax.get_title() == "pairs"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["input", "rec.", "input", "rec."]
+    assert list(ax.get_yticks()) == [1.5, 4.5, 7.5, 10.5]  # centred on each row's pixels
     grid = ax.get_images()[0].get_array()
     assert grid.shape == (4 * 2 + 5, 10 * 3 + 11)  # one pixel of padding around every image
     assert grid.mask.sum() == grid.size - 40 * 6  # the padding is masked (drawn as frame)
