@@ -299,10 +299,11 @@ class RBM(EnergyModel):
             num_chains: persistent chains for PCD (default: ``batch_size``).
             seed, device, checkpoint, resume, progress, callbacks: see
                 :func:`pgm_lab.train.fit` (checkpoints include the persistent chains).
-            num_threads: torch threads during training only (restored afterwards), see
-                :func:`pgm_lab.train.fit`; ``None`` keeps the current setting. Small models
-                (e.g. 64x100, minibatches below a few hundred) train several times faster with
-                ``1``: their GEMMs are too small to split, and thread hand-offs dominate.
+            num_threads: torch threads during training only (restored afterwards); ``None``
+                lets :func:`pgm_lab.train.fit` choose from ``batch_size x parameters``, which
+                gives one thread to RBMs of the usual sizes (e.g. 64x20 at batch 10 trained
+                3-5x slower with torch's default of one thread per core: their GEMMs are too
+                small to split, and thread hand-offs dominate).
 
         Returns:
             :class:`pgm_lab.train.History`; its ``loss`` is the per-example CD objective.
