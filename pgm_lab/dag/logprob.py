@@ -16,6 +16,7 @@ probabilities themselves when a distribution was built from them:
 from __future__ import annotations
 
 import torch
+from pyro.distributions.util import sum_rightmost
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent
 from torch.distributions.utils import broadcast_all
 
@@ -36,8 +37,7 @@ def exact_log_prob(d: Distribution, value: torch.Tensor) -> torch.Tensor:
         probabilities' dtype; ``-inf`` where the probability is zero.
     """
     if isinstance(d, Independent):
-        lp = exact_log_prob(d.base_dist, value)
-        return lp.sum(tuple(range(-d.reinterpreted_batch_ndims, 0))) if lp.dim() else lp
+        return sum_rightmost(exact_log_prob(d.base_dist, value), d.reinterpreted_batch_ndims)
     built_from_probs = d.__dict__.get("probs") is getattr(d, "_param", None)
     if not built_from_probs or not isinstance(d, (Categorical, Bernoulli)):
         return d.log_prob(value)

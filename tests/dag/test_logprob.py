@@ -32,9 +32,12 @@ def test_batches_events_and_support_checks_follow_torch():
     cat = dist.Categorical(probs=probs)
     v = torch.tensor([[1, 0], [0, 0], [1, 1]])  # [3, 2] against batch [2]
     torch.testing.assert_close(exact_log_prob(cat, v), cat.log_prob(v))
-    bern = dist.Bernoulli(probs=torch.full((4, 3), 1e-300, dtype=F64)).to_event(1)
-    torch.testing.assert_close(exact_log_prob(bern, torch.ones(4, 3, dtype=F64)),
-                               torch.full((4,), 3 * math.log(1e-300), dtype=F64))
+    bern = dist.Bernoulli(probs=torch.full((4, 3), 1e-300, dtype=F64))
+    ones = torch.ones(4, 3, dtype=F64)
+    for event_dims, shape in ((0, (4, 3)), (1, (4,)), (2, ())):
+        torch.testing.assert_close(exact_log_prob(dist.Independent(bern, event_dims), ones),
+                                   torch.full(shape, 12 / math.prod(shape) * math.log(1e-300),
+                                              dtype=F64))
     with pytest.raises(ValueError, match="support"):
         exact_log_prob(cat, torch.tensor([2, 0]))
 
