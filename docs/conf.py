@@ -43,11 +43,15 @@ nitpick_ignore = [("py:class", name)
 
 # The notebooks run in smoke mode (PGM_LAB_SMOKE=1: loops scaled down), each in a temporary
 # folder, with the kernel's inline figures (an inherited MPLBACKEND=Agg would hide them).
+# PGM_LAB_DOCS_EXECUTE=off renders them without outputs (a quick check of the docstrings).
+# Their stderr (other libraries' notices on import, e.g. ArviZ's and tqdm's) is not rendered:
+# the notebooks are checked by the test suite, the pages show their results and figures.
 nb_execution_mode = os.environ.get("PGM_LAB_DOCS_EXECUTE", "force")
 nb_execution_in_temp = True
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_merge_streams = True
+nb_output_stderr = "remove"
 os.environ["PGM_LAB_SMOKE"] = "1"
 os.environ.pop("MPLBACKEND", None)
 
