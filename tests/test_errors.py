@@ -4,13 +4,18 @@ pgm_lab's own warnings and anything attributed to our code fail a test; a notice
 library attributes to itself does not, whatever its text.
 """
 
+import ast
 import importlib
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
+from pgm_lab import errors
 from pgm_lab.errors import PgmLabWarning
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NOTICES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning)
 
@@ -61,4 +66,26 @@ class _OurDeprecation(PgmLabWarning, FutureWarning):
 def test_pgm_lab_warnings_fail_wherever_attributed(module, category):
     with pytest.raises(category):
         warnings.warn_explicit("ours", category, "f.py", 1, module=module)
+
+
+def _warn_calls():
+    paths = sorted(p for d in ("pgm_lab", "models", "guides") for p in (ROOT / d).rglob("*.py"))
+    for path in paths:
+        for call in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(call, ast.Call) and (
+                    getattr(call.func, "attr", None) == "warn"
+                    or getattr(call.func, "id", None) == "warn"):
+                yield f"{path.relative_to(ROOT)}:{call.lineno}", call
+
+
+def test_every_warning_pgm_lab_issues_is_a_pgm_lab_warning_at_the_callers_line():
+    calls = list(_warn_calls())
+    assert calls, "expected at least the graphviz fallback warning in pgm_lab/dag/render.py"
+    for where, call in calls:
+        keywords = {k.arg: k.value for k in call.keywords}
+        category = keywords.get("category", call.args[1] if len(call.args) > 1 else None)
+        name = getattr(category, "id", None)
+        assert issubclass(getattr(errors, str(name), type), PgmLabWarning), (where, name)
+        stacklevel = keywords.get("stacklevel")
+        assert isinstance(stacklevel, ast.Constant) and stacklevel.value >= 2, where
 

@@ -58,8 +58,8 @@ def render(dag: DAG, filename: str | os.PathLike | None = None, format: str = "p
         the Digraph (its ``.source`` is the DOT text).
 
     Warns:
-        RuntimeWarning: the ``dot`` binary is missing; ``filename.gv`` (DOT source) and
-            ``filename.txt`` (:func:`to_text`) were written instead of the image.
+        pgm_lab.errors.PgmLabWarning: the ``dot`` binary is missing; ``filename.gv`` (DOT
+            source) and ``filename.txt`` (:func:`to_text`) were written instead of the image.
     """
     g = graphviz.Digraph(name=dag.name, graph_attr={"rankdir": "TB"},
                          node_attr={"shape": "ellipse", "fontname": "Helvetica"})
