@@ -173,7 +173,8 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
                       optim=Adam({"lr": args.lr}), epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, device=device,
                       checkpoint=out / "checkpoints" / f"{name}.pt", resume=args.resume,
-                      progress=args.progress, transform=dynamic_binarize, desc=f"train {name}")
+                      progress=args.progress, transform=dynamic_binarize, desc=f"train {name}",
+                      num_threads=args.threads)
         pyro.set_rng_seed((args.seed + 1) % (SEED_MAX + 1))
         t0 = time.perf_counter()
         est = iwae_curve(vae.model, guide, x_test, ks=eval_k, batch_size=args.eval_batch_size,
