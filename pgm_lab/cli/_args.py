@@ -19,6 +19,9 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..train import resolve_device
+
 __all__ = [
     "SEED_MAX",
     "Parser",
@@ -27,6 +30,8 @@ __all__ = [
     "seed",
     "int_in",
     "float_in",
+    "device",
+    "input_dir",
     "output_dir",
     "output_file",
 ]
@@ -126,6 +131,24 @@ def float_in(lo: float, hi: float | None = None, *, lo_open: bool = False,
 
     parse.__name__ = f"number {where}"
     return parse
+
+
+def device(text: str) -> str:
+    """Type of ``--device``: ``'auto'``, ``'cpu'`` or an available ``'cuda[:i]'``."""
+    try:
+        resolve_device(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def input_dir(text: str) -> Path:
+    """Type of a folder to read from (``--data-dir``): it must exist."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        what = "a file" if path.exists() else "missing"
+        raise argparse.ArgumentTypeError(f"expected an existing folder, got {text!r} ({what})")
+    return path
 
 
 def _existing_ancestor(path: Path) -> Path:

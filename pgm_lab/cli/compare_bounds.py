@@ -36,7 +36,17 @@ from ..models import VAE
 from ..optim import Adam
 from ..plots import image_grid, plot_curves, plot_errorbars
 from ..train import fit, resolve_device
-from ._args import SEED_MAX, HelpFormatter, float_in, int_in, output_dir, plain, seed
+from ._args import (
+    SEED_MAX,
+    HelpFormatter,
+    device,
+    float_in,
+    input_dir,
+    int_in,
+    output_dir,
+    plain,
+    seed,
+)
 
 __all__ = ["register", "run", "parse_objective", "compare_bounds"]
 
@@ -65,7 +75,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="digits", choices=[d for d in DATASETS if d != "bars"],
                    help="training and test images")
-    p.add_argument("--data-dir", default=None, help="torchvision root with MNIST/raw (mnist)")
+    p.add_argument("--data-dir", type=input_dir, default=None,
+                   help="torchvision root with MNIST/raw (mnist)")
     p.add_argument("--objectives", nargs="+", type=_objective, default=list(DEFAULT_OBJECTIVES),
                    help=f"training objectives: elbo, iwae-K (K at most {MAX_TRAIN_K})")
     p.add_argument("--estimator", default="standard", choices=ESTIMATORS,
@@ -91,7 +102,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="test points per evaluation batch (bounds memory on large test sets)")
     p.add_argument("--seed", type=seed, default=0,
                    help=f"random seed, an integer in [0, {SEED_MAX}]")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:i]'")
+    p.add_argument("--device", type=device, default="auto", help="'auto', 'cpu' or 'cuda[:i]'")
     p.add_argument("--threads", type=int_in(1, 1024), default=1,
                    help="torch CPU threads (1 is fastest for the small default networks)")
     p.add_argument("--out", type=output_dir, default="runs/compare-bounds",

@@ -20,7 +20,18 @@ from pathlib import Path
 import torch
 
 from ..rbm.partition import MAX_EXACT_UNITS
-from ._args import SEED_MAX, HelpFormatter, float_in, int_in, output_dir, output_file, plain, seed
+from ._args import (
+    SEED_MAX,
+    HelpFormatter,
+    device,
+    float_in,
+    input_dir,
+    int_in,
+    output_dir,
+    output_file,
+    plain,
+    seed,
+)
 
 __all__ = ["register", "run"]
 
@@ -30,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                               description=plain(__doc__), formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="digits", choices=("digits", "mnist", "bars"),
                    help="training data (statically binarized)")
-    p.add_argument("--data-dir", default=None, help="torchvision root for --dataset mnist")
+    p.add_argument("--data-dir", type=input_dir, default=None,
+                   help="torchvision root for --dataset mnist")
     p.add_argument("--hidden", type=int_in(1, 100_000), default=100,
                    help="number of hidden units H, at most 100000")
     p.add_argument("--method", default="pcd", choices=("cd", "pcd"),
@@ -52,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "of a batch)")
     p.add_argument("--seed", type=seed, default=0,
                    help=f"random seed, an integer in [0, {SEED_MAX}]")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:i]'")
+    p.add_argument("--device", type=device, default="auto", help="'auto', 'cpu' or 'cuda[:i]'")
     p.add_argument("--max-exact-units", type=int_in(0, MAX_EXACT_UNITS), default=20,
                    help="use exact log Z when min(V, H) <= this, else AIS (exact log Z "
                         f"enumerates 2^units states: at most {MAX_EXACT_UNITS})")

@@ -2,7 +2,17 @@ import argparse
 
 import pytest
 
-from pgm_lab.cli._args import SEED_MAX, float_in, int_in, output_dir, output_file, plain, seed
+from pgm_lab.cli._args import (
+    SEED_MAX,
+    device,
+    float_in,
+    input_dir,
+    int_in,
+    output_dir,
+    output_file,
+    plain,
+    seed,
+)
 
 
 @pytest.mark.parametrize("text", ["-1", str(SEED_MAX + 1), str(2**64 + 1), "1e3", "1.0", "nan",
@@ -69,3 +79,15 @@ def test_plain_unquotes_rest_and_rewraps_paragraphs():
            "  pgm-lab bn info asia\n  pgm-lab bn info alarm")
     assert plain(doc) == ("Run pgm_lab.train.fit on --out and pgm_lab.dag.DAG.\n\n"
                           "  pgm-lab bn info asia\n  pgm-lab bn info alarm")
+
+
+def test_device_and_input_dir(tmp_path):
+    assert device("cpu") == "cpu" and device("auto") == "auto"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown device 'tpu'"):
+        device("tpu")
+    assert input_dir(str(tmp_path)) == tmp_path
+    with pytest.raises(argparse.ArgumentTypeError, match=r"existing folder.*\(missing\)"):
+        input_dir(str(tmp_path / "nope"))
+    (tmp_path / "f").write_text("")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\(a file\)"):
+        input_dir(str(tmp_path / "f"))

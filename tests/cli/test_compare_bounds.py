@@ -122,7 +122,10 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     (["--objectives", "iwae-5", "iwae-5"], 2, "expected distinct --objectives"),
     (["--dataset", "mnist"], 2, "--dataset mnist needs --data-dir DIR"),
     # runtime errors (1)
-    (["--dataset", "mnist", "--data-dir", "/nonexistent"], 1, "MNIST train files not found"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], 2,
+     "argument --data-dir: expected an existing folder, got '/nonexistent' (missing)"),
+    (["--device", "tpu"], 2, "argument --device: unknown device 'tpu'"),
+    (["--dataset", "mnist", "--data-dir", "/"], 1, "MNIST train files not found"),
 ])
 def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, code, message):
     argv = ["compare-bounds", "--out", str(tmp_path), *extra]

@@ -131,6 +131,8 @@ BAD_INVOCATIONS = [
     ([*CB, "--threads", str(10**6)], "--threads"),
     ([*CB, "--out", f"{AFILE}/sub"], "--out"),
     ([*CB, "--out", UNWRITABLE], "--out"),
+    ([*CB, "--device", "tpu"], "--device"),
+    ([*RBM, "--dataset", "mnist", "--data-dir", "missing"], "--data-dir"),
 ]
 
 
