@@ -165,12 +165,33 @@ class VAE(PyroModule):
         return m + self.sigma * torch.randn(m.shape, generator=gen).to(device)
 
     @torch.no_grad()
+    def simulate(self, n: int, *, seed: int | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Draw ``(x, {site: z})`` from the joint: ``z ~ N(0, I)`` ``[n, Z]``, ``x ~ p(x | z)``
+        ``[n, D]``.
+
+        ``z`` is an exact posterior sample for its ``x``, as the upper bound of
+        :func:`pgm_lab.infer.bdmc` needs. ``seed`` as in :meth:`sample`.
+        """
+        check_dims(n=n)
+        device = next(self.decoder.parameters()).device
+        gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=gen).to(device)
+        m = self.decode(z)
+        if self.likelihood == "bernoulli":
+            x = torch.bernoulli(m.cpu(), generator=gen).to(device)
+        else:
+            x = m + self.sigma * torch.randn(m.shape, generator=gen).to(device)
+        return x, {self.site: z}
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, guide: Callable) -> torch.Tensor:
         """``E[x | z]`` at the guide's code for ``x`` (``[N, D]`` -> ``[N, D]``).
 
         The code is ``guide.encode(x)[0]`` (the mean of q(z | x)) when the guide has ``encode``
         (e.g. :class:`pgm_lab.guides.AmortizedNormal`), else one draw of the guide's latent
-        site. The VAE and its guide are separate objects (see DESIGN.md), hence the argument.
+        site. The VAE and its guide are separate objects (a Pyro model and its guide are two
+        programs), hence the argument.
         """
         x = as_rows(x, self.x_dim, dtype=self.decoder[-1].bias.dtype)
         if hasattr(guide, "encode"):
