@@ -18,6 +18,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from .. import __version__
 from ..errors import PgmLabError
@@ -92,7 +93,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise
     except (PgmLabError, OSError, MemoryError, RuntimeError) as exc:
-        message = _runtime_error_message(exc)
+        message = _runtime_error_message(exc, args)
         if message is None:
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -102,19 +103,33 @@ def _run(argv: Sequence[str] | None) -> int:
         return 130
 
 
-def _runtime_error_message(exc: BaseException) -> str | None:
+def _runtime_error_message(exc: BaseException, args: argparse.Namespace) -> str | None:
     """One line describing ``exc``, or ``None`` for an error that is a bug (a traceback)."""
     if isinstance(exc, PgmLabError):
         text = str(exc)
     elif isinstance(exc, OSError):
         what = exc.strerror or str(exc)
         text = f"{what}: {str(exc.filename)!r}" if exc.filename is not None else what
+        flag = _flag_of_path(exc.filename, args)
+        text = f"cannot write {flag}: {text}" if flag else text
     elif _is_out_of_memory(exc):
         text = ("out of memory; try smaller sizes (e.g. --hidden, --batch-size, --eval-k, "
                 "--eval-batch-size)")
     else:
         return None
     return " ".join(text.split())  # one line, whatever the message
+
+
+def _flag_of_path(filename: object, args: argparse.Namespace) -> str | None:
+    """``--out`` or ``--checkpoint`` when ``filename`` is that flag's path or inside it."""
+    if not isinstance(filename, (str, os.PathLike)):
+        return None
+    path = Path(filename).absolute()
+    for dest in ("out", "checkpoint"):
+        value = getattr(args, dest, None)
+        if value is not None and Path(value).absolute() in (path, *path.parents):
+            return f"--{dest}"
+    return None
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

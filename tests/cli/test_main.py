@@ -228,6 +228,21 @@ def test_os_error_while_running_is_one_line(monkeypatch, capsys):
                                        "'runs/x/results.json'\n")
 
 
+def test_os_error_inside_out_names_the_flag(monkeypatch, capsys, tmp_path):
+    parser = argparse.ArgumentParser(prog="pgm-lab")
+    noisy = parser.add_subparsers().add_parser("noisy")
+    noisy.add_argument("--out")
+
+    def run(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "results.json"))
+
+    noisy.set_defaults(func=run)
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    assert main(["noisy", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"pgm-lab: error: cannot write --out: No space left on "
+                                       f"device: '{tmp_path / 'results.json'}'\n")
+
+
 def test_out_of_memory_is_one_line_and_other_runtime_errors_are_bugs(monkeypatch, capsys):
     def oom():
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
