@@ -21,7 +21,7 @@ Two routes, chosen by ``method``:
   observed. Unobserved continuous nodes get an ``AutoNormal`` guide; unobserved discrete
   nodes are enumerated exactly with ``TraceEnum_ELBO``. SVI updates only the Pyro parameters
   that model and guide visit, so both are traced once before training
-  (:func:`_check_trainable`): a conditional that depends on tensors requiring grad that are
+  (``_check_trainable``): a conditional that depends on tensors requiring grad that are
   not Pyro parameters (a plain ``torch.nn.Linear``, never ``pyro.module``'d) is refused, as
   is a fit with no parameter at all; fixed conditionals next to learnable ones are fine.
 
