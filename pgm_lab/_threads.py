@@ -2,14 +2,14 @@
 
 The models of this library are small: an RBM 64x20 or a VAE 64-128-8 runs a few hundred
 kernels per step, each on matrices of a few thousand entries. Splitting such a kernel over
-threads costs more in synchronization than it saves in arithmetic, so torch's default (one
-thread per core) trains them several times slower than one thread, and much slower still
-when other processes keep the cores busy. More threads pay off only once each of them gets a
-large share of work. :func:`choose_num_threads` therefore grants one thread per
+threads gains nothing, and when other processes keep the cores busy every hand-off waits for
+a descheduled thread: torch's default (one thread per core) then trains them 3-30x slower
+than one thread. More threads pay off only once each of them gets a large share of work.
+:func:`choose_num_threads` therefore grants one thread per
 ``WORK_PER_THREAD`` multiply-adds of a step's work, between 1 and torch's current setting;
 pass an explicit count to use more for a large model on an idle machine.
-The count depends only on the model and the batch size, never on the machine's load, so a
-run and its resumption use the same number of threads.
+The count depends only on the model, the loss and the batch size, never on the machine's
+load, so a run and its resumption use the same number of threads (and round alike).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ __all__ = ["WORK_PER_THREAD", "check_num_threads", "step_work", "choose_num_thre
            "training_threads"]
 
 #: Multiply-adds of one step's work per thread (``batch_size x parameters x particles``).
-#: On a shared 2-core x86 machine one thread was the fastest choice in every case measured,
-#: up to 3.5e9 (a VAE 784-2048-50 at batch 1024: 0.89 s vs 1.81 s with two threads), so a
-#: second thread is granted only from 2 x 2^32 = 8.6e9, steps of seconds.
+#: Measured on a shared 2-core x86 machine (minimum and median of repeated runs): for an RBM
+#: 64x20 or a VAE 64-128-8 one thread was as fast as two on idle cores and up to 30x faster
+#: on cores busy with other processes; for larger steps (a VAE 784-400-50 at batch 128, 9e7;
+#: 784-2048-50 at batch 1024, 3.5e9) two threads saved at most a third on idle cores but
+#: lost 2-30x on busy ones. So a second thread is granted only from 2 x 2^32 = 8.6e9.
 WORK_PER_THREAD = 2**32
 
 
