@@ -231,10 +231,11 @@ def fit(
         num_threads: torch CPU threads while training, restored afterwards. ``None``
             chooses from the work of one step, ``batch_size x parameters x num_particles``:
             one thread per 2^32 multiply-adds, at least 1 and at most torch's current
-            setting. The small models this library trains thus run on one thread (their
-            kernels are too small to split: with torch's default of a thread per core an
-            RBM 64x20 trained 3-5x slower). Pass a count to use more threads for a large
-            model on an idle machine.
+            setting. The small models this library trains thus run on one thread: their
+            kernels are too small to split, and with torch's default of a thread per core an
+            RBM 64x20 or a VAE 64-128-8 trained 3-30x slower whenever other processes kept
+            the cores busy. Pass a count to use more threads for a large model on an idle
+            machine.
 
     Returns:
         :class:`History` of per-epoch mean loss per data point and wall time.

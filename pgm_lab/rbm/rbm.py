@@ -301,9 +301,9 @@ class RBM(EnergyModel):
                 :func:`pgm_lab.train.fit` (checkpoints include the persistent chains).
             num_threads: torch threads during training only (restored afterwards); ``None``
                 lets :func:`pgm_lab.train.fit` choose from ``batch_size x parameters``, which
-                gives one thread to RBMs of the usual sizes (e.g. 64x20 at batch 10 trained
-                3-5x slower with torch's default of one thread per core: their GEMMs are too
-                small to split, and thread hand-offs dominate).
+                gives one thread to RBMs of the usual sizes (their GEMMs are too small to
+                split: with torch's default of one thread per core a 64x20 RBM trained 3-30x
+                slower whenever other processes kept the cores busy).
 
         Returns:
             :class:`pgm_lab.train.History`; its ``loss`` is the per-example CD objective.
