@@ -36,7 +36,6 @@ html_theme = "furo"
 html_title = f"pgm_lab {release}"
 
 autodoc_member_order = "bysource"
-autodoc_class_signature = "separated"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # "Attributes:" as fields: autodoc lists NamedTuple fields itself
