@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import save_atomic
 from ..rbm.partition import MAX_EXACT_UNITS
 from ._args import (
     SEED_MAX,
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2,
                                                   allow_nan=False))
-    torch.save(rbm.state_dict(), out / "rbm.pt")
+    save_atomic(rbm.state_dict(), out / "rbm.pt")
     how = "exact" if ll["method"] == "exact" else "AIS"
     print(f"| {args.dataset} | RBM {rbm.n_visible}x{rbm.n_hidden} {args.method}-{args.k} | "
           f"{args.epochs} epochs, {train_seconds:.1f} s |")

@@ -275,7 +275,7 @@ class RBM(EnergyModel):
         seed: int | None = 0,
         device: str | torch.device = "auto",
         checkpoint: str | os.PathLike | None = None,
-        resume: bool = False,
+        resume: bool | str = False,
         progress: bool | None = None,
         callbacks: Sequence[Callable] = (),
         num_threads: int | None = None,
@@ -298,7 +298,9 @@ class RBM(EnergyModel):
             epochs, batch_size, lr, momentum, weight_decay: SGD settings.
             num_chains: persistent chains for PCD (default: ``batch_size``).
             seed, device, checkpoint, resume, progress, callbacks: see
-                :func:`pgm_lab.train.fit` (checkpoints include the persistent chains).
+                :func:`pgm_lab.train.fit` (checkpoints include the persistent chains;
+                ``resume=True`` refuses a checkpoint written with other settings or data,
+                ``resume="force"`` continues it with the new settings).
             num_threads: torch threads during training only (restored afterwards); ``None``
                 lets :func:`pgm_lab.train.fit` choose from ``batch_size x parameters``, which
                 gives one thread to RBMs of the usual sizes (their GEMMs are too small to

@@ -170,6 +170,6 @@ def test_default_optimizer_trains_exactly_like_pyro_adam(tmp_path, monkeypatch):
     assert ours["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-6)
     assert ours["bounds"] == pytest.approx(ref["bounds"], rel=1e-5)
     params = [torch.load(tmp_path / d / "checkpoints" / "iwae-3.pt",
-                         weights_only=False)["param_store"]["params"] for d in ("ours", "pyro")]
+                         weights_only=True)["param_store"]["params"] for d in ("ours", "pyro")]
     assert len(params[0]) == 8
     torch.testing.assert_close(params[0], params[1])
