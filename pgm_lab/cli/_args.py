@@ -144,11 +144,19 @@ def device(text: str) -> str:
 
 def input_dir(text: str) -> Path:
     """Type of a folder to read from (``--data-dir``): it must exist."""
-    path = Path(text).expanduser()
+    path = _path(text, "an existing folder")
     if not path.is_dir():
         what = "a file" if path.exists() else "missing"
         raise argparse.ArgumentTypeError(f"expected an existing folder, got {text!r} ({what})")
     return path
+
+
+def _path(text: str, what: str) -> Path:
+    # Path("") is the current folder: an empty argument (e.g. an unset shell variable) must not
+    # silently write there.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected {what}, got an empty string")
+    return Path(text).expanduser()
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -171,8 +179,8 @@ def _probe_writable(folder: Path, text: str, what: str) -> None:
 def output_dir(text: str) -> Path:
     """Type of an output folder: an existing writable folder, or a new one whose nearest
     existing ancestor is a writable folder (the command creates it)."""
-    path = Path(text).expanduser()
     what = "a writable output folder"
+    path = _path(text, what)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"expected {what}, got the existing file {text!r}; "
                                          "try a new or existing folder")
@@ -188,8 +196,8 @@ def output_file(text: str) -> Path:
     """Type of an output file: not a folder, in a folder that exists (or can be created below
     a writable one); an existing file must be writable (it is opened for appending, not
     truncated, to check)."""
-    path = Path(text).expanduser()
     what = "a writable file path"
+    path = _path(text, what)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"expected {what}, got the folder {text!r}; "
                                          "try a file name inside it")

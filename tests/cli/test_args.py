@@ -91,3 +91,9 @@ def test_device_and_input_dir(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(argparse.ArgumentTypeError, match=r"\(a file\)"):
         input_dir(str(tmp_path / "f"))
+
+
+@pytest.mark.parametrize("path_type", [output_dir, output_file, input_dir])
+def test_an_empty_path_is_refused_not_the_current_folder(path_type):
+    with pytest.raises(argparse.ArgumentTypeError, match="got an empty string"):
+        path_type("")

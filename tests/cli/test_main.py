@@ -132,6 +132,7 @@ BAD_INVOCATIONS = [
     ([*CB, "--out", f"{AFILE}/sub"], "--out"),
     ([*CB, "--out", UNWRITABLE], "--out"),
     ([*CB, "--device", "tpu"], "--device"),
+    ([*CB, "--out", ""], "--out"),  # wrote into the current folder
     ([*RBM, "--dataset", "mnist", "--data-dir", "missing"], "--data-dir"),
 ]
 
