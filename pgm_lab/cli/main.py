@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="pgm-lab",
         description="Graphical models and deep generative models as Pyro programs.",
+        epilog="Every flag is checked before any work starts. Exit status: 0 done; 2 a bad "
+               "flag or combination of flags (one line on stderr naming it); 1 an error while "
+               "running (one line); 130 interrupted; 141 standard output closed early "
+               "(e.g. by head). 'pgm-lab COMMAND --help' lists each command's flags, "
+               "their limits and defaults.",
     )
     parser.add_argument("--version", action="version", version=f"pgm-lab {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -325,4 +325,6 @@ def test_help_shows_defaults_and_plain_text():
             if action.option_strings and shows_default and action.dest != "help":
                 assert action.help, (parser.prog, action.dest)  # else no default is shown
     rbm = " ".join(next(p for p in parsers if p.prog == "pgm-lab rbm").format_help().split())
+    top = " ".join(parsers[0].format_help().split())
+    assert "Exit status: 0 done; 2 a bad flag" in top
     assert "(default: 100)" in rbm and "(default: 0.06)" in rbm and "(default: pcd)" in rbm
