@@ -153,16 +153,12 @@ class VAE(PyroModule):
         ``pyro.set_rng_seed`` makes it reproducible); an int ``seed`` makes it reproducible
         without touching global RNGs.
         """
+        if not mean:
+            return self.simulate(n, seed=seed)[0]
         check_dims(n=n)
         device = next(self.decoder.parameters()).device
         gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
-        z = torch.randn(n, self.z_dim, generator=gen).to(device)
-        m = self.decode(z)
-        if mean:
-            return m
-        if self.likelihood == "bernoulli":
-            return torch.bernoulli(m.cpu(), generator=gen).to(device)
-        return m + self.sigma * torch.randn(m.shape, generator=gen).to(device)
+        return self.decode(torch.randn(n, self.z_dim, generator=gen).to(device))
 
     @torch.no_grad()
     def simulate(self, n: int, *, seed: int | None = None

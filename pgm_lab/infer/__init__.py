@@ -4,10 +4,15 @@
   ``"dreg"`` and ``"stl"`` gradient estimators and per-data-point logsumexp.
 * :func:`elbo`, :func:`iwae`, :func:`iwae_curve` -- per-data-point ELBO / IWAE-k values, streamed
   over chunks of particles.
+* :func:`ais` -- annealed importance sampling estimates of :math:`\\log p(x_n)` (HMC
+  transitions, any Pyro model); :func:`bdmc` -- its sandwich with reverse AIS on data from
+  :func:`simulate`.
 * Diagnostics: :func:`effective_sample_size`, :func:`psis_khat`, :func:`standard_error`,
   :func:`active_units`, :func:`latent_activity`, :func:`posterior_means`.
 """
 
+from .ais import AISEstimate, ais, sigmoid_schedule
+from .bdmc import BDMCResult, bdmc
 from .bounds import BoundEstimates, elbo, iwae, iwae_curve
 from .diagnostics import (
     active_units,
@@ -18,6 +23,7 @@ from .diagnostics import (
     standard_error,
 )
 from .objective import ESTIMATORS, IWAE
+from .simulate import simulate
 
 __all__ = [
     "IWAE",
@@ -26,6 +32,12 @@ __all__ = [
     "iwae",
     "iwae_curve",
     "BoundEstimates",
+    "ais",
+    "AISEstimate",
+    "sigmoid_schedule",
+    "bdmc",
+    "BDMCResult",
+    "simulate",
     "effective_sample_size",
     "psis_khat",
     "standard_error",

@@ -51,7 +51,7 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
-def _per_particle_elements(model: Callable, guide: Callable, args: tuple,
+def _per_particle_elements(model: Callable, guide: Callable | None, args: tuple,
                            kwargs: dict[str, Any]) -> int:
     """Elements of all sample-site values of one particle (RNG state left untouched)."""
     guide_trace, model_trace = probe_traces(model, guide, args, kwargs)

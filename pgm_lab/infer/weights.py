@@ -9,7 +9,7 @@ estimators :func:`pgm_lab.infer.elbo` / :func:`pgm_lab.infer.iwae`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import pyro
@@ -21,7 +21,7 @@ from pyro.poutine.util import site_is_subsample
 from ..errors import InferenceError
 
 __all__ = ["PARTICLE_PLATE", "LogWeights", "guess_max_plate_nesting", "vectorized_traces",
-           "log_weights"]
+           "log_weights", "per_point", "per_point_log_prob"]
 
 PARTICLE_PLATE = "num_particles_vectorized"  # the name Pyro's ELBO uses for the same plate
 
@@ -50,17 +50,20 @@ class LogWeights(NamedTuple):
     particle_global_sites: tuple[str, ...] = ()
 
 
-def probe_traces(model: Callable, guide: Callable, args: tuple,
+def probe_traces(model: Callable, guide: Callable | None, args: tuple,
                  kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """One ``(guide_trace, model_trace)`` pair, leaving torch's RNG state untouched.
 
     Restoring the RNG keeps the draws of the first step identical to those of an objective
-    that does not probe (e.g. ``Trace_ELBO``), so results do not depend on the probe.
+    that does not probe (e.g. ``Trace_ELBO``), so results do not depend on the probe. With
+    ``guide=None`` the model runs alone (its latents from the prior) and the guide trace is
+    empty.
     """
     rng = torch.get_rng_state()
     try:
         with poutine.block():
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            guide_trace = poutine.Trace() if guide is None else \
+                poutine.trace(guide).get_trace(*args, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                 *args, **kwargs)
     finally:
@@ -68,7 +71,7 @@ def probe_traces(model: Callable, guide: Callable, args: tuple,
     return guide_trace, model_trace
 
 
-def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple,
+def guess_max_plate_nesting(model: Callable, guide: Callable | None, args: tuple,
                             kwargs: dict[str, Any]) -> int:
     """Run guide and model once (see ``probe_traces``) to find the deepest plate."""
     guide_trace, model_trace = probe_traces(model, guide, args, kwargs)
@@ -132,7 +135,6 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
             TraceGraph_ELBO) or not in the model, no site lies in plate ``plate_name``, or the
             data-plate sites carry different scales.
     """
-    total = max_plate_nesting + 1  # particle dim + plate dims
     local: torch.Tensor | float = 0.0
     glob: torch.Tensor | float = 0.0
     scales: set[float] = set()
@@ -162,16 +164,7 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
                     "pyro.infer.RenyiELBO or pyro.infer.TraceGraph_ELBO")
             if is_guide_latent and detach_guide:
                 fn = detach(fn)
-            lp = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
-            if site["mask"] is not None:
-                lp = torch.where(torch.as_tensor(site["mask"]), lp, lp.new_zeros(()))
-            if lp.dim() > total:
-                raise InferenceError(
-                    f"site {name!r} has batch shape {tuple(lp.shape)} with more dims than "
-                    f"plates ({max_plate_nesting}); declare its batch dims with pyro.plate "
-                    "or .to_event()")
-            _check_plate_dims(name, lp, site["cond_indep_stack"])
-            lp = lp.reshape((1,) * (total - lp.dim()) + tuple(lp.shape))
+            lp = _site_log_prob(name, site, fn, max_plate_nesting)
             num_particles = lp.shape[0] if lp.shape[0] > 1 else num_particles
             frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
             if frame is None:
@@ -183,11 +176,7 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
                 glob = _accumulate(glob, _site_scale(site) * lp.reshape(lp.shape[0], -1).sum(-1),
                                    sign)
                 continue
-            data_pos = total + frame.dim
-            keep = lp.movedim(data_pos, 1)
-            if keep.dim() > 2:  # other plates than particles and data: sum them out
-                keep = keep.reshape(keep.shape[0], keep.shape[1], -1).sum(-1)
-            local = _accumulate(local, keep, sign)
+            local = _accumulate(local, per_point(lp, frame.dim, max_plate_nesting), sign)
             scales.add(_site_scale(site))
             if is_guide_latent:
                 latents.append((site["value"], frame.dim, len(fn.event_shape)))
@@ -208,6 +197,65 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
     glob_t = glob_t.expand(k) if glob_t.shape[0] == 1 else glob_t
     return LogWeights(local_t, glob_t, scales.pop() if scales else 1.0, latents, has_global,
                       tuple(particle_global))
+
+
+def _site_log_prob(name: str, site: dict[str, Any], fn: Any,
+                   max_plate_nesting: int) -> torch.Tensor:
+    """Masked log density of a site, reshaped to ``max_plate_nesting + 1`` dims (particles first).
+
+    Raises:
+        InferenceError: the log density has more dims than plates, or a dim no plate declares.
+    """
+    total = max_plate_nesting + 1
+    lp = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
+    if site["mask"] is not None:
+        lp = torch.where(torch.as_tensor(site["mask"]), lp, lp.new_zeros(()))
+    if lp.dim() > total:
+        raise InferenceError(
+            f"site {name!r} has batch shape {tuple(lp.shape)} with more dims than "
+            f"plates ({max_plate_nesting}); declare its batch dims with pyro.plate "
+            "or .to_event()")
+    _check_plate_dims(name, lp, site["cond_indep_stack"])
+    return lp.reshape((1,) * (total - lp.dim()) + tuple(lp.shape))
+
+
+def per_point(lp: torch.Tensor, plate_dim: int, max_plate_nesting: int) -> torch.Tensor:
+    """``[K, N]``: a ``max_plate_nesting + 1``-dim log density (particles first) summed over
+    every plate but the particles' and the data plate's (at ``plate_dim``, negative)."""
+    keep = lp.movedim(max_plate_nesting + 1 + plate_dim, 1)
+    if keep.dim() > 2:  # other plates than particles and data: sum them out
+        keep = keep.reshape(keep.shape[0], keep.shape[1], -1).sum(-1)
+    return keep
+
+
+def per_point_log_prob(trace: poutine.Trace, names: Iterable[str], *, plate_name: str = "data",
+                       max_plate_nesting: int) -> torch.Tensor:
+    r"""``[K, N]`` unscaled :math:`\sum_{s \in \text{names}} \log p_s` per particle and data point.
+
+    The same per-point bookkeeping as :func:`log_weights` (masks, plate checks, other plates
+    summed out) for a chosen set of sites of one trace, e.g. the latents or the observations
+    of a model traced at given latent values; ``K`` is 1 when the trace has no particle plate.
+
+    Raises:
+        InferenceError: a named site is not in ``trace`` or not inside plate ``plate_name``.
+    """
+    total: torch.Tensor | float = 0.0
+    for name in names:
+        site = trace.nodes.get(name)
+        if site is None or site["type"] != "sample":
+            raise InferenceError(f"expected a sample site {name!r}, got the sites "
+                                 f"{_sample_sites(trace)}; check the site names")
+        frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
+        if frame is None:
+            raise InferenceError(
+                f"site {name!r} is outside plate {plate_name!r}; expected one value per data "
+                f"point in pyro.plate({plate_name!r}, N); try conditioning on global variables "
+                "(pyro.condition) or plate_name=<your data plate's name>")
+        lp = _site_log_prob(name, site, site["fn"], max_plate_nesting)
+        total = _accumulate(total, per_point(lp, frame.dim, max_plate_nesting), 1.0)
+    if not isinstance(total, torch.Tensor):
+        raise InferenceError("expected at least one site name, got none")
+    return total
 
 
 def _sample_sites(trace: poutine.Trace) -> list[str]:

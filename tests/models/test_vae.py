@@ -174,3 +174,21 @@ def test_float64_data_work_with_float32_networks():
     assert IWAE(3).loss(vae.model, guide, x.double()) == pytest.approx(ref, rel=1e-6)
     torch.testing.assert_close(vae.reconstruct(x.double(), guide), vae.reconstruct(x, guide))
     assert guide.encode(x.long())[0].dtype == torch.float32
+
+
+def test_simulate_returns_data_and_the_latents_that_generated_them():
+    vae = VAE(6, 2, (5,))
+    x, latents = vae.simulate(50, seed=3)
+    assert x.shape == (50, 6) and set(latents) == {"z"} and latents["z"].shape == (50, 2)
+    assert bool(((x == 0) | (x == 1)).all())
+    torch.testing.assert_close(vae.simulate(50, seed=3)[0], x)
+    # sample(mean=False) is the data half of simulate, draw for draw.
+    torch.testing.assert_close(vae.sample(50, mean=False, seed=3), x)
+    # x | z follows the decoder: per-pixel frequencies at the simulated codes.
+    p = vae.decode(latents["z"])
+    resid = (x - p).sum() / (p * (1 - p)).sum().sqrt()
+    assert abs(float(resid)) < 3.0
+    gauss = VAE(6, 2, (5,), likelihood="gaussian", sigma=0.5)
+    xg, lz = gauss.simulate(4000, seed=1)
+    sd = float((xg - gauss.decode(lz["z"])).std())
+    assert abs(sd - 0.5) < 3 * 0.5 / (2 * 6 * 4000) ** 0.5
