@@ -387,10 +387,13 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
     except ValueError as exc:
         # Pyro's validation raises ValueError on a NaN distribution parameter.
         bad = _non_finite_params()
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        if not bad and "invalid values" not in first_line:
+        message = str(exc)
+        # Parameters may stay finite while a value computed from them overflows; Pyro then
+        # wraps the support error as "Error while computing log_prob at site ...".
+        if not bad and "invalid values" not in message:
             raise
-        what = f"parameters {bad} became NaN or infinite" if bad else first_line
+        what = (f"parameters {bad} became NaN or infinite" if bad else
+                "a value became NaN or infinite: " + " ".join(message.splitlines()[:2]))
         raise TrainingError(f"{what} at {where}{kept}. Lower the learning rate "
                             "or check the model's scales") from exc
     if not math.isfinite(step_loss):

@@ -55,12 +55,13 @@ def test_minibatch_loss_is_unbiased_for_full_data_loss():
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
-@pytest.mark.parametrize("poison", ["param", "factor", "factor_unvalidated"])
+@pytest.mark.parametrize("poison", ["param", "factor", "factor_unvalidated", "overflow"])
 def test_nan_raises_training_error_with_epoch_and_step(tmp_path, poison):
     calls = {"n": 0}
 
     def model(x):
         scale = pyro.param("scale", torch.tensor(1.0))
+        pyro.sample("z", dist.Normal(0.0, 1.0))
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Normal(0.0, scale), obs=x)
         if poison.startswith("factor") and calls["n"] == 5:
@@ -70,9 +71,16 @@ def test_nan_raises_training_error_with_epoch_and_step(tmp_path, poison):
         calls["n"] += 1
         if poison == "param" and calls["n"] == 5:  # epoch 2 (2 steps per epoch), step 0
             pyro.get_param_store()["scale"].data.fill_(float("nan"))
+        # a finite parameter whose square overflows float32 (as after a step with lr=1e30):
+        # the draw is NaN and only the model's log_prob at "z" sees it
+        w = pyro.param("w", torch.tensor(0.0))
+        if poison == "overflow" and calls["n"] == 5:
+            pyro.get_param_store()["w"].data.fill_(1e30)
+        pyro.sample("z", dist.Normal(w * w - w * w, 1.0, validate_args=False))
 
     ckpt = tmp_path / "ck.pt"
-    msg = {"param": "scale", "factor": "invalid values", "factor_unvalidated": "loss is nan"}
+    msg = {"param": "scale", "factor": "invalid values", "factor_unvalidated": "loss is nan",
+           "overflow": "a value became NaN or infinite: .*site 'z'"}
     with pytest.raises(TrainingError, match=msg[poison] + r".* epoch 2, step 0.*ck\.pt"):
         with pyro.validation_enabled(poison != "factor_unvalidated"):
             fit(model, guide, torch.randn(8), epochs=5, batch_size=4, device="cpu",
