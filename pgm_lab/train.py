@@ -381,7 +381,8 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
     scale = run.n / int(batch[0].shape[0])
     svi.model = scale_plate(run.model, run.plate_name, scale)
     svi.guide = scale_plate(run.guide, run.plate_name, scale)
-    kept = f"; last good checkpoint: {run.checkpoint}" if run.checkpoint else ""
+    kept = (f"; last good checkpoint: {run.checkpoint}"
+            if run.checkpoint and os.path.exists(run.checkpoint) else "")
     try:
         step_loss = svi.step(*batch)
     except ValueError as exc:
