@@ -359,7 +359,8 @@ def parse_bif(text: str, source: str = "<string>") -> DAG:
     try:
         return DAG(spec, name=name, properties=net_props)
     except DAGError as exc:
-        # the parser has checked everything else, so this is a cycle: point at one of its blocks
+        # the parser has checked the tables (bar rounding at the row-sum tolerance), so this
+        # is a cycle: point at the probability block of a node on it
         on_cycle = _node_on_cycle({v: blocks[v][0] for v in states})
         tok = block_tok[on_cycle] if on_cycle is not None else 0
         raise DAGError(f"{source}:{sc.line(tok)}: {exc}") from exc
