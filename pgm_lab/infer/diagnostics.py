@@ -24,6 +24,7 @@ __all__ = ["effective_sample_size", "psis_khat", "psis_tail_size", "standard_err
            "latent_activity", "active_units", "posterior_means"]
 
 MIN_PSIS_TAIL = 10  # Pyro's psis_diagnostic refuses fewer tail samples
+_TIED = 1e-12  # top log weights closer than this (nats) differ by rounding only: tied
 
 
 def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -81,11 +82,12 @@ def khat_from_top(top: torch.Tensor, num_particles: int) -> torch.Tensor:
         col = top[:, n]
         cutoff = max(floor, float(col[m])) if col.shape[0] > m else floor
         tail = col[col > cutoff]
-        if tail.numel() < MIN_PSIS_TAIL:
+        if tail.numel() < MIN_PSIS_TAIL or -cutoff < _TIED:
             # Too few weights above the cutoff. If the cutoff is the 1e-15 floor, fewer than
             # M + 1 particles carry all the mass: the worst case, +inf (Pyro's
             # psis_diagnostic also returns inf). Otherwise the top weights are tied (e.g.
-            # the exact posterior as guide): bounded weights, no tail at all, -inf.
+            # the exact posterior as guide; ties up to rounding made the Pareto fit divide by
+            # zero): bounded weights, no tail at all, -inf.
             out[n] = math.inf if cutoff == floor else -math.inf
             continue
         out[n] = fit_generalized_pareto(tail.exp() - math.exp(cutoff))[0]

@@ -94,3 +94,15 @@ def _fixed_weight_model(log_weights):
     """A model whose importance weights (guide: nothing) are ``log_weights`` in turn."""
     it = iter(log_weights.tolist())
     return lambda: pyro.factor("w", torch.tensor(next(it)))
+
+
+
+def test_khat_of_weights_tied_up_to_rounding_is_minus_inf():
+    # The exact posterior as guide gives log weights equal up to a few ulps. The Pareto fit of
+    # their ~1e-16 excesses gave a meaningless k-hat (here -2.3) or divided by zero
+    # (iwae_curve raised ZeroDivisionError on the linear-Gaussian oracle's exact guide).
+    lw = torch.full((500, 1), -4.84, dtype=torch.float64)
+    lw[:20] += 8.881784197001252e-16  # 1 and 2 ulps above the rest
+    lw[20:40] += 1.7763568394002505e-15
+    assert lw.unique().numel() == 3
+    assert torch.equal(psis_khat(lw), torch.full((1,), float("-inf"), dtype=torch.float64))
