@@ -6,7 +6,7 @@
   over chunks of particles.
 * :func:`ais` -- annealed importance sampling estimates of :math:`\\log p(x_n)` (HMC
   transitions, any Pyro model); :func:`bdmc` -- its sandwich with reverse AIS on data from
-  :func:`simulate`.
+  :func:`simulate`; :func:`bound_report` -- all of them side by side for several models.
 * Diagnostics: :func:`effective_sample_size`, :func:`psis_khat`, :func:`standard_error`,
   :func:`active_units`, :func:`latent_activity`, :func:`posterior_means`.
 """
@@ -23,6 +23,7 @@ from .diagnostics import (
     standard_error,
 )
 from .objective import ESTIMATORS, IWAE
+from .report import BoundReport, ModelBounds, bound_report
 from .simulate import simulate
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "bdmc",
     "BDMCResult",
     "simulate",
+    "bound_report",
+    "BoundReport",
+    "ModelBounds",
     "effective_sample_size",
     "psis_khat",
     "standard_error",

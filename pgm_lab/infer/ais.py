@@ -20,7 +20,7 @@ from ..errors import ConfigError, InferenceError
 from .bounds import CHUNK_ELEMENTS, _batched, _check_count, _per_particle_elements
 from .path import AnnealingPath, PathPoint, State
 
-__all__ = ["AISEstimate", "ais", "sigmoid_schedule", "TARGET_ACCEPT"]
+__all__ = ["AISEstimate", "ais", "anneal", "sigmoid_schedule", "TARGET_ACCEPT", "ADAPT_RATE"]
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate (Beskos et al. 2013; Neal 2011)
 ADAPT_RATE = 0.5  # log step size moves by ADAPT_RATE * (acceptance - target) per transition
