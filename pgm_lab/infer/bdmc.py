@@ -77,7 +77,7 @@ def bdmc(model: Callable, guide: Callable | None, *args: Any, latents: dict[str,
          num_steps: int = 1000, num_chains: int = 16, leapfrog_steps: int = 10,
          init: str = "guide", seed: int = 0, step_size: float = 0.1,
          target_accept: float = TARGET_ACCEPT, adapt_step_size: bool = True,
-         tuning_chains: int = 4, chunk_size: int | None = None, plate_name: str = "data",
+         tuning_chains: int = 2, chunk_size: int | None = None, plate_name: str = "data",
          **kwargs: Any) -> BDMCResult:
     r"""Sandwich :math:`\mathbb E\,\text{lower} \le \log p(x_n) \le \mathbb E\,\text{upper}`.
 
