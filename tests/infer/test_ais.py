@@ -198,3 +198,14 @@ def test_models_ais_cannot_anneal_are_inference_errors(lg):
 
     with pytest.raises(InferenceError, match="exactly the model's latents.*missing.*'z'"):
         ais(lg.model, other_site, x, num_steps=2)
+
+
+def test_diverging_trajectories_are_rejected_without_reaching_the_model():
+    # A step size of 1e3 sends exp(u) to 0 or inf: such a (chain, point) is frozen at its start
+    # and rejected (the LogNormal guide used to raise "expected value within the support").
+    gp = GammaPoisson()
+    x = torch.tensor([0.0, 3.0, 40.0], dtype=torch.float64)
+    res = ais(gp.model, gp.guide, x, num_steps=4, step_size=1e3, adapt_step_size=False,
+              return_result=True)
+    assert bool(torch.isfinite(res.log_px).all())
+    assert float(res.acceptance.max()) < 1e-3
