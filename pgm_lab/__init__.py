@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .dag import DAG, cpt, node, read_bif
-from .errors import DAGError, PgmLabError
+from .errors import DAGError, PgmLabError, PgmLabWarning
 
-__all__ = ["DAG", "DAGError", "PgmLabError", "__version__", "cpt", "node", "read_bif"]
+__all__ = ["DAG", "DAGError", "PgmLabError", "PgmLabWarning", "__version__", "cpt", "node",
+           "read_bif"]
