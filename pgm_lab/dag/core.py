@@ -645,29 +645,105 @@ class DAG:
         return torch.as_tensor(total)
 
     # ------------------------------------------------------------------ inference
-    def posterior(self, query: str | Sequence[str], evidence: Mapping[str, Any] | None = None
-                  ) -> dict[str, torch.Tensor]:
+    def posterior(self, query: str | Sequence[str], evidence: Mapping[str, Any] | None = None,
+                  *, joint: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
         """Exact posterior marginals :math:`p(q \\mid e)` by variable elimination.
 
         One ``opt_einsum`` contraction of the CPTs per query node, after pruning barren nodes
-        and factors not connected to the query (see :mod:`pgm_lab.dag.exact`).
+        and factors not connected to the query (see :mod:`pgm_lab.dag.exact`). With
+        ``joint=True``, one contraction gives the joint posterior
+        :math:`p(q_1, \\dots, q_k \\mid e)` of all query nodes.
 
         Args:
             query: a node name or a list of names (discrete nodes).
             evidence: ``name -> value`` with a state name, a state index, or an index tensor
                 ``[B]`` (one batch size ``B`` for all tensors); merged with :attr:`evidence`
                 (a node observed in both must have the same value in both).
+            joint: return the joint posterior tensor instead of the marginals.
 
         Returns:
-            dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence).
+            dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence); with
+            ``joint=True`` one float64 tensor ``[*batch, card(q_1), ..., card(q_k)]``.
 
         Raises:
             DAGError: unknown nodes or states, evidence of probability zero.
             InferenceError: the query, the evidence or an ancestor is not discrete.
         """
-        from .exact import posterior
+        from .exact import joint_posterior, posterior
 
+        if joint:
+            return joint_posterior(self, [query] if isinstance(query, str) else list(query),
+                                   evidence)
         return posterior(self, query, evidence)
+
+    def marginals(self, evidence: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """Posterior marginals of every unobserved discrete node at once, exact.
+
+        One contraction and its gradient (Darwiche 2003; :func:`pgm_lab.dag.exact.marginals`)
+        instead of one contraction per node.
+
+        Args:
+            evidence: as in :meth:`posterior` (index tensors ``[B]`` batch the rows).
+
+        Returns:
+            dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence).
+        """
+        from .exact import marginals
+
+        return marginals(self, evidence)
+
+    def map(self, evidence: Mapping[str, Any] | None = None,
+            query: str | Sequence[str] | None = None
+            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Most probable explanation (``query=None``) or marginal MAP over ``query``.
+
+        The MPE maximizes :math:`p(x, e)` over all unobserved nodes jointly (max-product);
+        marginal MAP maximizes :math:`p(q, e) = \\sum_h p(q, h, e)` over the query nodes
+        with the rest summed out. Neither is the per-variable argmax of
+        :meth:`marginals`, which need not be a likely joint state at all. Details in
+        :func:`pgm_lab.dag.mpe.map_assignment`.
+
+        Returns:
+            ``(assignment, log_prob)``: dict ``name -> long state index [*batch]`` and the
+            float64 log joint :math:`\\log p(x^*, e)` ``[*batch]``.
+        """
+        from .mpe import map_assignment
+
+        return map_assignment(self, evidence, query)
+
+    # ------------------------------------------------------------------ independence
+    def is_dseparated(self, x: str | Iterable[str], y: str | Iterable[str],
+                      given: str | Iterable[str] = ()) -> bool:
+        """Whether ``given`` d-separates ``x`` from ``y`` (so :math:`x \\perp y \\mid given`
+        in every distribution of this graph); see :mod:`pgm_lab.dag.independence`."""
+        from .independence import _names, is_dseparated
+
+        for v in (*_names(x, "x"), *_names(y, "y"), *_names(given, "given")):
+            self._check_name(v)
+        return is_dseparated(self._parents, x, y, given)
+
+    def markov_blanket(self, name: str) -> tuple[str, ...]:
+        """Parents, children and co-parents of ``name``, in topological order."""
+        from .independence import markov_blanket
+
+        blanket = markov_blanket(self._parents, self._check_name(name))
+        return tuple(n for n in self.nodes if n in blanket)
+
+    def independencies(self) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+        """The local Markov independencies ``(v, non-descendants, parents)``: each node is
+        independent of its non-descendants (other than its parents) given its parents."""
+        from .independence import local_independencies
+
+        return local_independencies(self._parents, self.nodes)
+
+    def adjustment_set(self, treatment: str, outcome: str) -> tuple[str, ...]:
+        """A minimal back-door adjustment set ``Z`` for the effect of ``treatment`` on
+        ``outcome``: :math:`p(y \\mid do(x)) = \\sum_z p(y \\mid x, z) p(z)` (Pearl 2009);
+        see :func:`pgm_lab.dag.independence.adjustment_set`."""
+        from .independence import adjustment_set
+
+        return adjustment_set(self._parents, self.nodes, self._check_name(treatment),
+                              self._check_name(outcome))
 
     def log_evidence(self, evidence: Mapping[str, Any] | None = None, *, method: str = "exact",
                      num_samples: int = 1000, guide: Callable | None = None,

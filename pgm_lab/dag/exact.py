@@ -63,7 +63,7 @@ from .graph import ancestors
 if TYPE_CHECKING:
     from .core import DAG
 
-__all__ = ["log_evidence", "posterior"]
+__all__ = ["joint_log", "joint_posterior", "log_evidence", "marginals", "posterior"]
 
 _CACHE_SIZE = 512
 MAX_INTERMEDIATE = 2**27  # entries of the largest intermediate factor (1 GiB in float64)
@@ -145,15 +145,13 @@ def _component(scopes: Mapping[str, set[str]], var: str) -> set[str]:
     return nodes
 
 
-def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
-              output: tuple[str, ...], log_floor: float, optimize: str = "auto"
-              ) -> torch.Tensor:
-    """:math:`\\log \\sum \\prod` of the nonnegative ``factors`` over the variables not in
-    ``output``: float64 tensor with one axis per ``output`` variable (in that order).
+def _expression(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
+                output: tuple[str, ...], optimize: str = "auto"):
+    """The compiled ``opt_einsum`` expression contracting ``factors`` to ``output`` (cached
+    per equation and shapes; the path is semiring-agnostic, see :mod:`.maxplus`).
 
-    ``log_floor`` bounds the log of every nonzero term from below (from :func:`_factors`): above
-    ``log(1e-300)`` the contraction runs on the factors themselves, else (or if a sum
-    overflowed) on their logs with Pyro's log-sum-exp einsum.
+    Raises:
+        InferenceError: the path's largest intermediate factor exceeds ``MAX_INTERMEDIATE``.
     """
     symbols: dict[str, str] = {}
     for _, names in factors:
@@ -183,6 +181,20 @@ def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
             cache.popitem(last=False)
     else:
         cache.move_to_end(key)
+    return expr
+
+
+def _contract(dag: DAG, factors: list[tuple[torch.Tensor, tuple[str, ...]]],
+              output: tuple[str, ...], log_floor: float, optimize: str = "auto"
+              ) -> torch.Tensor:
+    """:math:`\\log \\sum \\prod` of the nonnegative ``factors`` over the variables not in
+    ``output``: float64 tensor with one axis per ``output`` variable (in that order).
+
+    ``log_floor`` bounds the log of every nonzero term from below (from :func:`_factors`): above
+    ``log(1e-300)`` the contraction runs on the factors themselves, else (or if a sum
+    overflowed) on their logs with Pyro's log-sum-exp einsum.
+    """
+    expr = _expression(dag, factors, output, optimize)
     tensors = [t for t, _ in factors]
     if log_floor > _LINEAR_LOG_FLOOR:
         z = expr(*tensors, backend="torch")
@@ -333,3 +345,136 @@ def log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None) -> torch.T
     keep = ancestors(dag._parents, observed)
     factors, log_floor = _factors(dag, keep, scalar, batched)
     return _contract(dag, factors, (_BATCH,) if b is not None else (), log_floor)
+
+
+def _with_indicators(factors: list[tuple[torch.Tensor, tuple[str, ...]]],
+                     keep: Iterable[str], free: Iterable[str], b: int | None, log: bool
+                     ) -> tuple[list[tuple[torch.Tensor, tuple[str, ...]]], list[torch.Tensor]]:
+    """Darwiche's evidence indicators :math:`\\lambda_v` (``[B, card]`` or ``[card]``, with
+    gradients; ones, or zeros with ``log``) multiplied (added) into the factor of each
+    ``free`` node, along its own axis.
+
+    ``factors`` are aligned with the nodes of ``keep`` in order. Folding the indicators into
+    the nodes' own factors keeps the contraction path that of the factors alone (with a
+    batch axis everywhere), where separate indicator factors mislead the path search.
+    """
+    free = set(free)
+    out, lams = [], []
+    for n, (t, names) in zip(keep, factors):
+        if n in free:
+            shape = [t.shape[i] if v == n else 1 for i, v in enumerate(names)]
+            if b is not None:
+                if _BATCH not in names:
+                    t, names = t.unsqueeze(0), (_BATCH, *names)
+                    shape = [1, *shape]
+                shape[0] = b
+            lam = torch.full(shape, 0.0 if log else 1.0, dtype=torch.float64,
+                             requires_grad=True)
+            lams.append(lam)
+            t = t + lam if log else t * lam
+        out.append((t, names))
+    return out, lams
+
+
+def marginals(dag: DAG, evidence: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Posterior marginals of every unobserved discrete node from one forward and one
+    backward pass.
+
+    With an indicator :math:`\\lambda_v(x_v) = 1` multiplied into the contraction for each
+    unobserved variable, :math:`Z(\\lambda) = \\sum_x \\prod_i T_i \\prod_v \\lambda_v(x_v)`
+    equals :math:`p(e)` and
+
+    .. math:: \\frac{\\partial \\log Z}{\\partial \\lambda_v(x)} = p(v = x \\mid e),
+
+    so one contraction (forward) and its gradient (backward, by autograd) give all the
+    marginals, in about twice the time of one :func:`log_evidence`. With batched evidence
+    ``[B]`` the indicators are ``[B, card]`` and the rows' log evidences are summed before
+    the backward pass (rows do not interact). The contraction runs on probabilities or in
+    log space as chosen by :func:`_contract`, and the gradient follows it, so tiny evidence
+    (``p(e) = 1e-400``) keeps exact posteriors.
+
+    Returns:
+        dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence) for
+        every unobserved discrete node, in topological order.
+
+    Raises:
+        DAGError: evidence of probability zero (for any row).
+        InferenceError: an observed node or an ancestor of one is not discrete.
+
+    Reference:
+        A. Darwiche, "A differential approach to inference in Bayesian networks", JACM 50(3),
+        2003.
+    """
+    scalar, batched, b = _evidence(dag, evidence)
+    observed = set(scalar) | set(batched)
+    info = dag._discrete()
+    free = [n for n in dag.nodes if info[n] is not None and n not in observed]
+    keep = ancestors(dag._parents, [*free, *observed])
+    keep = [n for n in dag.nodes if n in keep]
+    factors, log_floor = _factors(dag, keep, scalar, batched)
+    batch_out = (_BATCH,) if b is not None else ()
+    with torch.enable_grad():
+        factors, lams = _with_indicators(factors, keep, free, b, log=False)
+        log_z = _contract(dag, factors, batch_out, log_floor)
+        _normalize(log_z.detach().unsqueeze(-1), batch_out)  # impossible evidence
+        if not free:
+            return {}
+        grads = torch.autograd.grad(log_z.sum(), lams)
+    # the gradient is the marginal up to rounding; renormalize so rows sum to one exactly
+    out = {}
+    for v, g in zip([n for n in keep if n in set(free)], grads):
+        g = g.reshape(*g.shape[:1 if b is not None else 0], -1)
+        out[v] = g / g.sum(-1, keepdim=True)
+    return {v: out[v] for v in free}
+
+
+def joint_log(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | None = None
+              ) -> torch.Tensor:
+    """:math:`\\log p(q_1, \\dots, q_k, e)`, float64 ``[*batch, card(q_1), ..., card(q_k)]``.
+
+    One contraction with the query variables as output axes (exponential in ``k``, bounded by
+    ``MAX_INTERMEDIATE``). An observed query variable has ``-inf`` off its observed state.
+
+    Raises:
+        DAGError: unknown or repeated query nodes.
+    """
+    if len(set(queries)) != len(queries):
+        raise DAGError(f"expected distinct query nodes, got {list(queries)}")
+    for q in queries:
+        dag._check_name(q)
+    scalar, batched, b = _evidence(dag, evidence)
+    observed = set(scalar) | set(batched)
+    keep = ancestors(dag._parents, [*queries, *observed])
+    cards = {q: t.shape[-1] for q, t in dag.tables(keep).items() if q in queries}
+    factors, log_floor = _factors(dag, keep, scalar, batched)
+    batch_out = (_BATCH,) if b is not None else ()
+    free = tuple(q for q in queries if q not in observed)
+    out = _contract(dag, factors, (*batch_out, *free), log_floor)
+    # observed queries: indicator axes (log one-hot) inserted in query order
+    view = out.reshape(*out.shape[:len(batch_out)], *(cards[q] if q in free else 1
+                                                      for q in queries))
+    for axis, q in enumerate(queries):
+        if q in observed:
+            idx = torch.as_tensor(scalar[q]) if q in scalar else batched[q]
+            hot = torch.nn.functional.one_hot(idx, cards[q]).to(torch.float64).log()
+            shape = [1] * view.dim()
+            shape[len(batch_out) + axis] = cards[q]
+            if idx.dim():
+                shape[0] = -1
+            view = view + hot.reshape(shape)
+    return view
+
+
+def joint_posterior(dag: DAG, queries: Sequence[str],
+                    evidence: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """Joint posterior :math:`p(q_1, \\dots, q_k \\mid e)`, float64
+    ``[*batch, card(q_1), ..., card(q_k)]`` (axes in query order), from :func:`joint_log`.
+
+    Raises:
+        DAGError: unknown or repeated query nodes, evidence of probability zero.
+    """
+    log_joint = joint_log(dag, queries, evidence)
+    k = len(queries)
+    lead = log_joint.shape[:log_joint.dim() - k]
+    flat = log_joint.reshape(*lead, -1)
+    return _normalize(flat, ("batch",) if lead else ()).reshape(log_joint.shape)

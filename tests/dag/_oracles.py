@@ -1,15 +1,18 @@
-"""Shared helpers of the DAG tests: pgmpy oracles (imported lazily, warnings silenced)."""
+"""Shared helpers of the DAG tests: pgmpy oracles (imported lazily, warnings silenced), brute
+force enumeration and random small networks."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import strategies as st
 
-from pgm_lab.dag import to_pgmpy
+from pgm_lab.dag import DAG, cpt, to_pgmpy
 
 PGMPY_MODELS = Path(__file__).resolve().parents[2] / (
     ".venv/lib/python3.11/site-packages/pgmpy/utils/example_models")
@@ -55,3 +58,38 @@ def pgmpy_posterior(model, query: str, evidence: dict[str, str], states) -> torc
         f = VE(model).query([query], evidence=evidence, show_progress=False)
     order = [f.state_names[query].index(s) for s in states]
     return torch.as_tensor(f.values[order], dtype=torch.float64)
+
+
+def brute_force(dag):
+    """Joint probability table over all nodes by enumeration, axes in dag.nodes order."""
+    cards = [len(dag.states(n)) for n in dag.nodes]
+    pos = {n: i for i, n in enumerate(dag.nodes)}
+    joint = torch.zeros(cards, dtype=torch.float64)
+    tables = dag.tables()
+    for x in itertools.product(*[range(c) for c in cards]):
+        p = 1.0
+        for n in dag.nodes:
+            p *= float(tables[n][tuple(x[pos[v]] for v in (*dag.parents(n), n))])
+        joint[x] = p
+    return joint
+
+
+@st.composite
+def small_networks(draw):
+    n = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    cards = [draw(st.integers(1, 3)) for _ in range(n)]
+    names = [f"x{i}" for i in range(n)]
+    spec = {}
+    for i in range(n):
+        parents = [names[j] for j in range(i) if draw(st.booleans())][:3]
+        shape = [cards[names.index(p)] for p in parents] + [cards[i]]
+        # normalized Exp(1) draws = Dirichlet(1) rows, reproducible from the drawn seed
+        table = -torch.rand(shape, generator=gen, dtype=torch.float64).log()
+        if draw(st.booleans()):  # some zero entries (deterministic-ish tables)
+            table = table * (torch.rand(shape, generator=gen) > 0.3)
+            table[..., 0] += 1e-3
+        spec[names[i]] = cpt(parents, table / table.sum(-1, keepdim=True))
+    # list the spec in reverse: the order must be derived, not given
+    return DAG(dict(reversed(list(spec.items())))), seed

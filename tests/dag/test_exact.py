@@ -1,4 +1,3 @@
-import itertools
 import math
 
 import pytest
@@ -9,7 +8,8 @@ from hypothesis import strategies as st
 from pgm_lab.dag import DAG, cpt, read_bif
 from pgm_lab.errors import DAGError, InferenceError
 
-from ._oracles import pgmpy_file, pgmpy_from_dag, pgmpy_posterior
+from ._oracles import brute_force as _brute_force
+from ._oracles import pgmpy_file, pgmpy_from_dag, pgmpy_posterior, small_networks
 
 # Every bnlearn network in pgmpy's wheel up to win95pts/hepar2 size.
 NETWORKS = ["asia", "cancer", "earthquake", "sachs", "survey", "alarm", "child", "insurance",
@@ -42,41 +42,6 @@ def test_posterior_matches_pgmpy_variable_elimination(name):
                 ev = {v: dag.states(v)[int(idx[row])] for v, idx in evidence.items()}
                 expected = pgmpy_posterior(model, q, ev, dag.states(q))
                 torch.testing.assert_close(ours[q][row], expected, atol=1e-6, rtol=0)
-
-
-def _brute_force(dag):
-    """Joint probability table over all nodes by enumeration, axes in dag.nodes order."""
-    cards = [len(dag.states(n)) for n in dag.nodes]
-    pos = {n: i for i, n in enumerate(dag.nodes)}
-    joint = torch.zeros(cards, dtype=torch.float64)
-    tables = dag.tables()
-    for x in itertools.product(*[range(c) for c in cards]):
-        p = 1.0
-        for n in dag.nodes:
-            p *= float(tables[n][tuple(x[pos[v]] for v in (*dag.parents(n), n))])
-        joint[x] = p
-    return joint
-
-
-@st.composite
-def small_networks(draw):
-    n = draw(st.integers(1, 6))
-    seed = draw(st.integers(0, 2**31 - 1))
-    gen = torch.Generator().manual_seed(seed)
-    cards = [draw(st.integers(1, 3)) for _ in range(n)]
-    names = [f"x{i}" for i in range(n)]
-    spec = {}
-    for i in range(n):
-        parents = [names[j] for j in range(i) if draw(st.booleans())][:3]
-        shape = [cards[names.index(p)] for p in parents] + [cards[i]]
-        # normalized Exp(1) draws = Dirichlet(1) rows, reproducible from the drawn seed
-        table = -torch.rand(shape, generator=gen, dtype=torch.float64).log()
-        if draw(st.booleans()):  # some zero entries (deterministic-ish tables)
-            table = table * (torch.rand(shape, generator=gen) > 0.3)
-            table[..., 0] += 1e-3
-        spec[names[i]] = cpt(parents, table / table.sum(-1, keepdim=True))
-    # list the spec in reverse: the order must be derived, not given
-    return DAG(dict(reversed(list(spec.items())))), seed
 
 
 @settings(max_examples=40, deadline=None,
@@ -302,3 +267,88 @@ def test_agrees_with_pyro_enumeration_on_the_model():
                                       "dysp": torch.tensor([1, 1, 0, 0]), "smoke": "yes"})
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(config_enumerate(dag.model), lambda: None)
     assert math.isclose(loss, -float(dag.log_evidence().sum()), rel_tol=1e-6)
+
+
+# ---------------------------------------------------------------- all marginals at once
+@pytest.mark.parametrize("name", ["asia", "alarm", "child"])
+def test_marginals_equal_per_node_posteriors_for_batched_evidence(name):
+    dag = read_bif(name)
+    gen = torch.Generator().manual_seed(7)
+    evidence, free = _random_evidence(dag, gen, rows=4, k=3)
+    ours = dag.marginals(evidence)
+    assert list(ours) == [n for n in dag.nodes if n in free]
+    ref = dag.posterior(free, evidence)
+    for v in free:
+        assert ours[v].shape == (4, len(dag.states(v))) and ours[v].dtype == torch.float64
+        torch.testing.assert_close(ours[v], ref[v], atol=1e-12, rtol=0)
+
+
+def test_marginals_are_one_backward_pass_not_one_contraction_per_node(monkeypatch):
+    from pgm_lab.dag import exact
+
+    dag = read_bif("alarm")
+    calls = []
+    real = exact._contract
+    monkeypatch.setattr(exact, "_contract", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = dag.marginals({"HR": "HIGH"})
+    assert len(calls) == 1 and len(out) == len(dag.nodes) - 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(small_networks(), st.data())
+def test_marginals_match_brute_force_enumeration(net, data):
+    dag, _ = net
+    joint = _brute_force(dag)
+    nodes = list(dag.nodes)
+    observed = data.draw(st.lists(st.sampled_from(nodes), unique=True, max_size=len(nodes)))
+    ev = {v: data.draw(st.integers(0, len(dag.states(v)) - 1)) for v in observed}
+    sub = joint[tuple(ev.get(n, slice(None)) for n in nodes)]
+    kept = [n for n in nodes if n not in ev]
+    if sub.sum() == 0:
+        with pytest.raises(DAGError, match="probability zero"):
+            dag.marginals(ev)
+        return
+    got = dag.marginals(ev)
+    assert list(got) == kept
+    for i, q in enumerate(kept):
+        dims = tuple(j for j in range(len(kept)) if j != i)
+        expected = (sub.sum(dims) if dims else sub) / sub.sum()
+        torch.testing.assert_close(got[q], expected, atol=1e-9, rtol=1e-9)
+
+
+def test_marginals_under_evidence_of_probability_1e_minus_400_use_log_space_and_stay_exact():
+    # chain x0 -> ... -> x399, T = [[0.9, 0.1], [0.1, 0.9]], evidence: alternating states,
+    # p(e) = 0.5 * 0.1^399 ~ 1e-399; posterior of the unobserved odd-free middle node closed form
+    t = torch.tensor([[0.9, 0.1], [0.1, 0.9]], dtype=torch.float64)
+    n = 401
+    spec = {"x0": cpt([], [0.5, 0.5])}
+    for i in range(1, n):
+        spec[f"x{i}"] = cpt([f"x{i - 1}"], t)
+    dag = DAG(spec)
+    ev = {f"x{i}": i % 2 for i in range(n) if i != 200}
+    # x199 = 1, x201 = 1: p(x200 = s) ∝ T[1, s] T[s, 1] = (0.1 * 0.1, 0.9 * 0.9)
+    expected = torch.tensor([0.01, 0.81], dtype=torch.float64) / 0.82
+    assert dag.log_evidence(ev) < math.log(1e-300)
+    got = dag.marginals(ev)
+    torch.testing.assert_close(got["x200"], expected, atol=1e-12, rtol=0)
+    assert list(got) == ["x200"]
+
+
+def test_joint_posterior_matches_brute_force_and_marginals():
+    dag = read_bif("asia")
+    joint = _brute_force(dag)
+    nodes = list(dag.nodes)
+    ev = {"dysp": 0, "xray": 1}
+    sub = joint[tuple(ev.get(n, slice(None)) for n in nodes)]
+    kept = [n for n in nodes if n not in ev]
+    q = ["lung", "tub", "bronc"]
+    keep = [kept.index(v) for v in q]
+    expected = sub.sum(tuple(i for i in range(len(kept)) if i not in keep))
+    expected = expected.permute(*torch.tensor(keep).argsort().tolist()) / sub.sum()
+    got = dag.posterior(q, ev, joint=True)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    batched = dag.posterior(["lung", "xray"], {"dysp": torch.tensor([0, 1, 0]),
+                                               "xray": torch.tensor([1, 1, 0])}, joint=True)
+    assert batched.shape == (3, 2, 2)
+    torch.testing.assert_close(batched[0].sum(-1), dag.posterior("lung", ev)["lung"])
+    torch.testing.assert_close(batched[1, :, 0], torch.zeros(2, dtype=torch.float64))
