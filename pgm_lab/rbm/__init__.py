@@ -1,11 +1,13 @@
-"""Undirected models: restricted Boltzmann machines and other binary energy models.
+"""Undirected models: restricted and general Boltzmann machines and other binary energy models.
 
-``RBM`` (energy, free energy, conditionals, training by CD/PCD), the block Gibbs sampler and
+``RBM`` (energy, free energy, conditionals, training by CD/PCD), ``BoltzmannMachine``
+(visible-visible and hidden-hidden couplings, mean field), the Gibbs sampler and
 its :class:`pyro.infer.mcmc.MCMCKernel` (``GibbsKernel``), the ``ContrastiveDivergence`` loss for
 :class:`pyro.infer.SVI` / :func:`pgm_lab.train.fit`, log-partition estimates (exact, AIS) and
 ArviZ diagnostics.
 """
 
+from .boltzmann import BoltzmannMachine
 from .cd import ContrastiveDivergence
 from .energy import EnergyDistribution, EnergyModel
 from .gibbs import GibbsKernel, GibbsResult, gibbs, gibbs_step
@@ -14,6 +16,7 @@ from .rbm import RBM
 
 __all__ = [
     "RBM",
+    "BoltzmannMachine",
     "GibbsKernel",
     "ContrastiveDivergence",
     "gibbs",

@@ -6,49 +6,36 @@ sampling (:mod:`pgm_lab.rbm.gibbs`), contrastive divergence (:mod:`pgm_lab.rbm.c
 log-partition functions then work unchanged. Closed-form overrides (as in the RBM) only make
 them faster.
 
-The one structural assumption is that there are **no hidden-hidden interactions**: the energy
-is affine in each hidden unit given the visible ones, so hidden units are independent given
-``v``. Visible units may interact (e.g. a visible-visible coupling term); such models set
-``visible_factorized = False`` and the visible layer is resampled one unit at a time.
+The energy must be affine in each single unit (true of any binary energy that is a
+polynomial of degree two, such as the Boltzmann machine's). Units in a layer may interact:
+a model with visible-visible terms sets ``visible_factorized = False``, one with hidden-hidden
+terms ``hidden_factorized = False``; that layer is then resampled one unit at a time and its
+free energy is summed by enumeration.
 
-Generic code asks the model what it can do instead of checking its class: ``visible_factorized``
-(visible units independent given ``h``: block sampling of ``v``, and exact ``log Z`` may
-enumerate the hidden layer through :meth:`EnergyModel.hidden_free_energy`) and
-``has_rbm_energy`` (the energy is exactly the RBM's in parameters ``W, b, c``, which annealed
-importance sampling needs).
+Generic code asks the model what it can do instead of checking its class:
+``visible_factorized`` / ``hidden_factorized`` (units of that layer independent given the
+other layer: block sampling, closed-form free energy of the other layer; :mod:`partition
+<pgm_lab.rbm.partition>` enumerates the layer whose complement factorizes),
+:meth:`EnergyModel.sweep` (one Gibbs sweep at inverse temperature ``beta``, what the samplers
+call) and ``has_rbm_energy`` (the energy is exactly the RBM's in parameters ``W, b, c``, which
+annealed importance sampling needs).
 """
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import torch
-import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroModule
 
 from ..errors import ConfigError, DataError
+from . import gibbs as _gibbs
+from . import partition as _partition
 from .bernoulli import bernoulli_logits
+from .numerics import softplus
+from .states import MAX_EXACT_UNITS, check_enumerable, logsumexp_states
 
 __all__ = ["EnergyModel", "EnergyDistribution", "softplus"]
-
-
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    r""":math:`\log(1 + e^x)` to the precision of ``x``'s dtype.
-
-    ``F.softplus`` returns ``x`` itself above ``threshold=20``, an error of :math:`e^{-x}
-    \approx 2 \cdot 10^{-9}` per unit: below float32's resolution, but some :math:`10^5`
-    float64 ulps.
-    The threshold here is :math:`\max(20, -\log \epsilon)` for the dtype's machine epsilon
-    :math:`\epsilon` (36.04 for float64), where :math:`e^{-x} < \epsilon` lies below half an
-    ulp of ``x``.
-    """
-    return F.softplus(x, threshold=_softplus_threshold(x.dtype))
-
-
-def _softplus_threshold(dtype: torch.dtype) -> float:
-    return max(20.0, -math.log(torch.finfo(dtype).eps))
 
 
 class EnergyModel(PyroModule):
@@ -71,9 +58,12 @@ class EnergyModel(PyroModule):
         name: prefix of the parameter names in Pyro's param store (``"<name>.W"``...).
     """
 
-    #: whether visible units are independent given ``h`` (then :meth:`visible_logits` is used,
-    #: and :meth:`hidden_free_energy` is defined).
+    #: whether visible units are independent given ``h`` (then :meth:`visible_logits` is
+    #: defined and :meth:`hidden_free_energy` has a closed form).
     visible_factorized: bool = False
+    #: whether hidden units are independent given ``v`` (then :meth:`hidden_logits` is
+    #: defined and :meth:`free_energy` has a closed form).
+    hidden_factorized: bool = True
     #: whether :meth:`energy` is exactly :math:`-b^\top v - c^\top h - v^\top W h` in
     #: parameters ``W [V, H]``, ``b [V]``, ``c [H]`` (what annealed importance sampling uses).
     has_rbm_energy: bool = False
@@ -100,8 +90,12 @@ class EnergyModel(PyroModule):
         r"""Logits of :math:`p(h_j = 1 \mid v)`, ``[..., V] -> [..., H]``.
 
         Generic form from energy differences, exact because the energy is affine in each
-        :math:`h_j`: :math:`\ell_j(v) = E(v, 0) - E(v, e_j)`.
+        :math:`h_j`: :math:`\ell_j(v) = E(v, 0) - E(v, e_j)`. Only defined when
+        :attr:`hidden_factorized` is true.
         """
+        if not self.hidden_factorized:
+            raise NotImplementedError(f"{type(self).__name__} has coupled hidden units; use "
+                                      "sample_h(v, h=h), which updates one unit at a time")
         eye = torch.eye(self.n_hidden, dtype=v.dtype, device=v.device)
         zero = torch.zeros(self.n_hidden, dtype=v.dtype, device=v.device)
         e0 = self.energy(v, zero)
@@ -125,21 +119,41 @@ class EnergyModel(PyroModule):
         return e0.unsqueeze(-1) - ei
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        r"""Free energy :math:`F(v) = E(v, 0) - \sum_j \operatorname{softplus}(\ell_j(v))`.
+        r"""Free energy :math:`F(v) = -\log \sum_h e^{-E(v, h)}`, ``v [..., V] -> [...]``.
 
-        ``v [..., V] -> [...]``; exact for any energy without hidden-hidden terms.
+        With :attr:`hidden_factorized`, :math:`F(v) = E(v, 0) - \sum_j
+        \operatorname{softplus}(\ell_j(v))`; otherwise the sum runs over all :math:`2^H`
+        hidden states (refused above ``2^25``).
         """
+        if not self.hidden_factorized:
+            return -self._enumerate_layer(v, self.n_hidden, lambda s, x: -self.energy(x, s))
         zero = torch.zeros(self.n_hidden, dtype=v.dtype, device=v.device)
         return self.energy(v, zero) - softplus(self.hidden_logits(v)).sum(-1)
 
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
-        r"""Free energy of the hidden layer, :math:`F(h) = -\log \sum_v e^{-E(v, h)} =
-        E(0, h) - \sum_i \operatorname{softplus}(\ell_i(h))`, ``[..., H] -> [...]``.
+        r"""Free energy of the hidden layer, :math:`F(h) = -\log \sum_v e^{-E(v, h)}`,
+        ``[..., H] -> [...]``.
 
-        Needs :attr:`visible_factorized` (see :meth:`visible_logits`).
+        With :attr:`visible_factorized`, :math:`F(h) = E(0, h) - \sum_i
+        \operatorname{softplus}(\ell_i(h))` (see :meth:`visible_logits`); otherwise the sum
+        runs over all :math:`2^V` visible states (refused above ``2^25``).
         """
+        if not self.visible_factorized:
+            return -self._enumerate_layer(h, self.n_visible, lambda s, x: -self.energy(s, x))
         zero = torch.zeros(self.n_visible, dtype=h.dtype, device=h.device)
         return self.energy(zero, h) - softplus(self.visible_logits(h)).sum(-1)
+
+    def _enumerate_layer(self, x: torch.Tensor, n: int, neg_energy) -> torch.Tensor:  # noqa: ANN001
+        r""":math:`\log \sum_s e^{-E}` over the ``2^n`` states ``s`` of the other layer, for
+        every row of ``x [..., D]``; ``neg_energy(s [S, 1.., n], x) -> [S, ...]``."""
+        check_enumerable(n, MAX_EXACT_UNITS, "a free energy of a coupled layer")
+        batch = x.shape[:-1]
+
+        def log_f(s: torch.Tensor) -> torch.Tensor:
+            return neg_energy(s.reshape(s.shape[0], *([1] * len(batch)), n), x)
+
+        chunk = max(1, 2**20 // max(1, batch.numel()))
+        return logsumexp_states(log_f, n, dtype=x.dtype, device=x.device, chunk_size=chunk)
 
     def free_energy_difference(self, v_pos: torch.Tensor, v_neg: torch.Tensor, *,
                                grads: bool = True
@@ -167,45 +181,75 @@ class EnergyModel(PyroModule):
 
     # ---- sampling ----------------------------------------------------------------------------
 
-    def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        r"""Draw :math:`h \sim p(h \mid v)`, ``[..., V] -> [..., H]`` (float 0/1)."""
-        return bernoulli_logits(self.hidden_logits(v), generator)
+    def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None, *,
+                 h: torch.Tensor | None = None, beta: float = 1.0) -> torch.Tensor:
+        r"""Draw :math:`h \sim p_\beta(h \mid v) \propto e^{-\beta E(v, h)}`, ``[..., V] ->
+        [..., H]`` (float 0/1).
+
+        With coupled hidden units (:attr:`hidden_factorized` false) this is one
+        systematic-scan sweep of single-unit updates from the current state ``h`` (required
+        then), with :math:`p(h_j = 1 \mid h_{-j}, v) = \sigma(\beta (E(v, h^{j \to 0}) -
+        E(v, h^{j \to 1})))`.
+        """
+        if self.hidden_factorized:
+            return bernoulli_logits(beta * self.hidden_logits(v), generator, inplace=True)
+        if h is None:
+            raise ConfigError(f"{type(self).__name__} has coupled hidden units, so sample_h "
+                              "needs the current hidden state: sample_h(v, h=h)")
+        return _single_site_sweep(h, lambda x: self.energy(v, x), beta, generator)
 
     def sample_v(self, h: torch.Tensor, v: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        r"""Draw :math:`v \sim p(v \mid h)`, ``[..., H] -> [..., V]``.
+                 generator: torch.Generator | None = None, *, beta: float = 1.0
+                 ) -> torch.Tensor:
+        r"""Draw :math:`v \sim p_\beta(v \mid h) \propto e^{-\beta E(v, h)}`, ``[..., H] ->
+        [..., V]``.
 
         With coupled visible units this is one systematic-scan sweep of single-unit Gibbs
         updates starting from the current state ``v`` (required then), with
-        :math:`p(v_i = 1 \mid v_{-i}, h) = \sigma(E(v^{i \to 0}, h) - E(v^{i \to 1}, h))`.
+        :math:`p(v_i = 1 \mid v_{-i}, h) = \sigma(\beta (E(v^{i \to 0}, h) -
+        E(v^{i \to 1}, h)))`.
         """
         if self.visible_factorized:
-            return bernoulli_logits(self.visible_logits(h), generator)
+            return bernoulli_logits(beta * self.visible_logits(h), generator, inplace=True)
         if v is None:
             raise ConfigError(f"{type(self).__name__} has coupled visible units, so sample_v "
                               "needs the current visible state: sample_v(h, v)")
-        v = v.clone()
-        for i in range(self.n_visible):
-            v0, v1 = v.clone(), v.clone()
-            v0[..., i] = 0.0
-            v1[..., i] = 1.0
-            logit = self.energy(v0, h) - self.energy(v1, h)
-            v[..., i] = bernoulli_logits(logit, generator)
-        return v
+        return _single_site_sweep(v, lambda x: self.energy(x, h), beta, generator)
+
+    def init_hidden(self, v: torch.Tensor, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        r"""A hidden state to start a chain at ``v [..., V]``: :math:`h \sim p(h \mid v)`,
+        or, with coupled hidden units, uniform random bits followed by one :meth:`sample_h`
+        sweep."""
+        if self.hidden_factorized:
+            return self.sample_h(v, generator)
+        h0 = torch.rand((*v.shape[:-1], self.n_hidden), dtype=v.dtype, device=v.device,
+                        generator=generator).lt_(0.5).to(v.dtype)
+        return self.sample_h(v, generator, h=h0)
+
+    def sweep(self, v: torch.Tensor, h: torch.Tensor | None = None,
+              generator: torch.Generator | None = None, *, beta: float = 1.0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""One Gibbs sweep of :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}`: ``(v, h) ->
+        (v', h')`` with :math:`h' \sim p_\beta(h \mid v, h)`, then :math:`v' \sim
+        p_\beta(v \mid h', v)` (block updates for factorized layers, unit by unit
+        otherwise). ``h`` (the current hidden state) is needed only for coupled hidden
+        units; ``None`` starts them with :meth:`init_hidden`. What every sampler of this
+        package calls."""
+        if not self.hidden_factorized and h is None:
+            h = self.init_hidden(v, generator)
+        h = self.sample_h(v, generator, h=h, beta=beta)
+        return self.sample_v(h, v, generator, beta=beta), h
 
     def gibbs(self, v0: torch.Tensor, num_steps: int, **kwargs):  # noqa: ANN201
         """Block Gibbs chains from ``v0 [C, V]``; see :func:`pgm_lab.rbm.gibbs.gibbs`."""
-        from .gibbs import gibbs
-
-        return gibbs(self, v0, num_steps, **kwargs)
+        return _gibbs.gibbs(self, v0, num_steps, **kwargs)
 
     # ---- normalizer and likelihood -----------------------------------------------------------
 
     def log_partition(self, method: str = "exact", **kwargs) -> torch.Tensor:
         """Scalar ``log Z``; see :func:`pgm_lab.rbm.partition.log_partition`."""
-        from .partition import log_partition
-
-        return log_partition(self, method=method, **kwargs)
+        return _partition.log_partition(self, method=method, **kwargs)
 
     def log_prob(self, v: torch.Tensor, log_z: object = None) -> torch.Tensor:
         r"""Normalized :math:`\log p(v) = -F(v) - \log Z`, ``[N, V] -> [N]``.
@@ -216,12 +260,10 @@ class EnergyModel(PyroModule):
         gradients (``log Z`` is not differentiated; train with
         :class:`~pgm_lab.rbm.ContrastiveDivergence`).
         """
-        from .partition import AISResult
-
         v = self.check_visible(v)
         if log_z is None:
             log_z = self.log_partition("exact")
-        elif isinstance(log_z, AISResult):
+        elif isinstance(log_z, _partition.AISResult):
             log_z = log_z.log_z
         elif not (isinstance(log_z, (int, float)) and not isinstance(log_z, bool)
                   or torch.is_tensor(log_z) and log_z.numel() == 1):
@@ -271,6 +313,21 @@ class EnergyModel(PyroModule):
         self.declare_params()
         with pyro.plate("data", v.shape[0]):
             return pyro.sample("v", EnergyDistribution(self, v.shape[:-1]), obs=v)
+
+
+def _single_site_sweep(x: torch.Tensor, energy_of, beta: float,  # noqa: ANN001
+                       generator: torch.Generator | None) -> torch.Tensor:
+    r"""Update the units of ``x [..., D]`` one after another (systematic scan), each from its
+    conditional :math:`\sigma(\beta (E(x^{i \to 0}) - E(x^{i \to 1})))`; returns a new
+    tensor."""
+    x = x.clone()
+    for i in range(x.shape[-1]):
+        x0, x1 = x.clone(), x.clone()
+        x0[..., i] = 0.0
+        x1[..., i] = 1.0
+        logit = energy_of(x0) - energy_of(x1)
+        x[..., i] = bernoulli_logits(beta * logit, generator)
+    return x
 
 
 class EnergyDistribution(TorchDistribution):

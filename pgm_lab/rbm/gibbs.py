@@ -1,9 +1,12 @@
 """Block Gibbs sampling for energy models: a batched sampler and a Pyro MCMC kernel.
 
-One block Gibbs step resamples all hidden units given the visible ones, then the visible layer
-given the hidden one (at once for an RBM; one unit at a time for coupled visible units):
+One Gibbs step resamples the hidden layer given the visible one, then the visible layer given
+the hidden one -- at once for a factorized layer (an RBM), one unit at a time for a coupled
+layer (a Boltzmann machine); the model says which through :meth:`EnergyModel.sweep
+<pgm_lab.rbm.energy.EnergyModel.sweep>`:
 
-.. math:: h^{(t)} \\sim p(h \\mid v^{(t-1)}), \\qquad v^{(t)} \\sim p(v \\mid h^{(t)}).
+.. math:: h^{(t)} \\sim p(h \\mid v^{(t-1)}, h^{(t-1)}), \\qquad
+          v^{(t)} \\sim p(v \\mid h^{(t)}, v^{(t-1)}).
 
 :func:`gibbs` runs many chains at once (a batch dimension) and can record free-energy traces;
 :class:`GibbsKernel` wraps the same step as a :class:`pyro.infer.mcmc.MCMCKernel` so that
@@ -13,13 +16,15 @@ given the hidden one (at once for an RBM; one unit at a time for coupled visible
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..errors import ConfigError
-from .energy import EnergyModel
+
+if TYPE_CHECKING:  # the models import this module; it only calls their sweep / init_hidden
+    from .energy import EnergyModel
 
 __all__ = ["GibbsResult", "gibbs", "gibbs_step", "GibbsKernel"]
 
@@ -41,11 +46,14 @@ class GibbsResult(NamedTuple):
     samples: torch.Tensor | None
 
 
-def gibbs_step(model: EnergyModel, v: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One block Gibbs step ``v -> (v', h)`` for a batch of chains ``v [..., V]``."""
-    h = model.sample_h(v, generator)
-    return model.sample_v(h, v, generator), h
+def gibbs_step(model: EnergyModel, v: torch.Tensor, generator: torch.Generator | None = None,
+               h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Gibbs step ``(v, h) -> (v', h')`` for a batch of chains ``v [..., V]``.
+
+    ``h [..., H]``, the current hidden state, matters only for coupled hidden units (``None``
+    starts them afresh); see :meth:`EnergyModel.sweep <pgm_lab.rbm.energy.EnergyModel.sweep>`.
+    """
+    return model.sweep(v, h, generator)
 
 
 def _check_steps(name: str, value: object, minimum: int) -> int:
@@ -86,9 +94,9 @@ def gibbs(
         generator = torch.Generator(device=v.device).manual_seed(seed)
     fes, samples = [], []
     with torch.no_grad():
-        h = model.sample_h(v, generator)
+        h = model.init_hidden(v, generator)
         for t in range(num_steps):
-            v, h = gibbs_step(model, v, generator)
+            v, h = gibbs_step(model, v, generator, h)
             if record_free_energy:
                 fes.append(model.free_energy(v))
             if record_samples and (t + 1) % thin == 0:
@@ -133,7 +141,8 @@ class GibbsKernel(MCMCKernel):
 
     def __init__(self, model: EnergyModel, *, batch_shape: tuple[int, ...] = (),
                  init: torch.Tensor | None = None, seed: int | None = None) -> None:
-        if not isinstance(model, EnergyModel):
+        if not all(callable(getattr(model, m, None))
+                   for m in ("sweep", "init_hidden", "check_visible")):
             raise ConfigError(f"expected an EnergyModel such as pgm_lab.rbm.RBM, got "
                               f"{type(model).__name__}")
         self.model = model
@@ -177,7 +186,7 @@ class GibbsKernel(MCMCKernel):
             probs = p.new_full((*self.batch_shape, self.model.n_visible), 0.5)
             v = torch.bernoulli(probs, generator=self._generator)
         with torch.no_grad():
-            self._state = {"v": v, "h": self.model.sample_h(v, self._generator)}
+            self._state = {"v": v, "h": self.model.init_hidden(v, self._generator)}
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:
@@ -197,6 +206,6 @@ class GibbsKernel(MCMCKernel):
         """One block Gibbs step from ``params["v"]``: returns the new ``{"v", "h"}``
         (always accepted, no gradients)."""
         with torch.no_grad():
-            v, h = gibbs_step(self.model, params["v"], self._generator)
+            v, h = gibbs_step(self.model, params["v"], self._generator, params.get("h"))
         self._state = {"v": v, "h": h}
         return self._state

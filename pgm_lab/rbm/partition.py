@@ -1,8 +1,8 @@
 """Log-partition function of energy models: exact enumeration and annealed importance sampling.
 
-* :func:`exact_log_partition` sums :math:`e^{-F}` over every state of the smaller layer (for an
-  :class:`~pgm_lab.rbm.RBM`; over the visible layer for a generic
-  :class:`~pgm_lab.rbm.energy.EnergyModel`), in chunks, with ``logsumexp`` in float64.
+* :func:`exact_log_partition` sums :math:`e^{-F}` over every state of the layer that the model
+  says can be enumerated (its ``visible_factorized`` / ``hidden_factorized``; both layers for a
+  fully coupled Boltzmann machine), in chunks, with ``logsumexp`` in float64.
 * :func:`ais` is annealed importance sampling from a base-rate model (Neal 2001; Salakhutdinov
   & Murray 2008), forward and optionally reverse (Burda, Grosse & Salakhutdinov 2015), with a
   :class:`AISResult` holding the estimate, its ±3σ interval and the log-weights.
@@ -13,11 +13,16 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ConfigError, InferenceError
-from .energy import EnergyModel, softplus
+from .numerics import softplus
+from .states import MAX_EXACT_UNITS, check_enumerable, logsumexp_states
+
+if TYPE_CHECKING:  # the models import this module; it only asks them for capabilities
+    from .energy import EnergyModel
 
 __all__ = [
     "MAX_EXACT_UNITS",
@@ -27,10 +32,6 @@ __all__ = [
     "ais_schedule",
     "AISResult",
 ]
-
-#: Exact enumeration is refused above this many units in the enumerated layer (2^25 states).
-MAX_EXACT_UNITS = 25
-
 
 def log_partition(model: EnergyModel, method: str = "exact", *, return_result: bool = False,
                   **kwargs) -> torch.Tensor | AISResult:
@@ -48,43 +49,50 @@ def log_partition(model: EnergyModel, method: str = "exact", *, return_result: b
     raise ConfigError(f"method must be 'exact' or 'ais', got {method!r}")
 
 
-def _states(start: int, stop: int, n: int, dtype: torch.dtype,
-            device: torch.device) -> torch.Tensor:
-    codes = torch.arange(start, stop, device=device)
-    return ((codes[:, None] >> torch.arange(n, device=device)) & 1).to(dtype)
+def _enumeration_plan(model: EnergyModel) -> tuple[int, str]:
+    """``(enumerated units, layer)``: the cheapest layer whose free energy is closed-form given
+    that the *other* layer factorizes; ``"both"`` when neither does (``2^(V + H)`` terms)."""
+    plans = []
+    if model.visible_factorized:
+        plans.append((model.n_hidden, "hidden"))
+    if model.hidden_factorized:
+        plans.append((model.n_visible, "visible"))
+    return min(plans) if plans else (model.n_visible + model.n_hidden, "both")
 
 
 def exact_log_partition(model: EnergyModel, *, max_units: int = MAX_EXACT_UNITS,
                         chunk_size: int = 2**16) -> torch.Tensor:
     r"""Exact :math:`\log Z` by enumeration, float64 scalar tensor.
 
-    Enumerates the smaller layer: :math:`\log Z = \operatorname{logsumexp}_h -F(h)` if ``H <=
-    V`` and the model's visible units are independent given ``h`` (its ``visible_factorized``,
-    e.g. an RBM), else :math:`\operatorname{logsumexp}_v -F(v)`, both through the model's own
-    free energies. Cost :math:`O(2^{\min(V, H)} V H)` for an RBM, in chunks of ``chunk_size``.
+    Asks the model which layers factorize and enumerates the smallest sufficient set:
+    :math:`\log Z = \operatorname{logsumexp}_h -F(h)` when visible units are independent given
+    ``h`` (``visible_factorized``, e.g. an RBM), :math:`\operatorname{logsumexp}_v -F(v)` when
+    hidden units are independent given ``v`` (``hidden_factorized``), whichever layer is
+    smaller; when both layers are coupled (a general Boltzmann machine) every joint state,
+    :math:`2^{V + H}` terms. Cost :math:`O(2^{\min(V, H)} V H)` for an RBM, in chunks of
+    ``chunk_size``.
 
     Raises:
-        InferenceError: the enumerated layer has more than ``max_units`` units.
+        InferenceError: more than ``max_units`` units would be enumerated (for a fully
+            coupled model: ``V + H > max_units``).
     """
     for arg, value, lo in (("max_units", max_units, 0), ("chunk_size", chunk_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise ConfigError(f"{arg} must be an int >= {lo}, got {value!r}")
-    by_hidden = model.visible_factorized and model.n_hidden <= model.n_visible
-    n = model.n_hidden if by_hidden else model.n_visible
-    if n > max_units:
-        raise InferenceError(
-            f"exact log Z enumerates 2^{n} states; expected at most 2^{max_units} "
-            f"(max_units={max_units}); use method='ais' or pass a larger max_units")
+    n, layer = _enumeration_plan(model)
+    check_enumerable(n, max_units)
     p = next(model.parameters())
     # a float64 copy: enumeration sums up to 2^25 terms and tests compare to 1e-10
     model64 = model if p.dtype == torch.float64 else copy.deepcopy(model).double()
+    if layer == "hidden":
+        neg_f, n_enum = (lambda s: -model64.hidden_free_energy(s)), model.n_hidden
+    else:  # the visible layer; its free energy enumerates coupled hidden units itself
+        neg_f, n_enum = (lambda s: -model64.free_energy(s)), model.n_visible
+    if layer == "both":
+        chunk_size = max(1, min(chunk_size, 2**20 // 2**model.n_hidden))
     with torch.no_grad():
-        chunks = []
-        for start in range(0, 2**n, chunk_size):
-            s = _states(start, min(2**n, start + chunk_size), n, torch.float64, p.device)
-            f = model64.hidden_free_energy(s) if by_hidden else model64.free_energy(s)
-            chunks.append(torch.logsumexp(-f, 0))
-        return torch.logsumexp(torch.stack(chunks), 0)
+        return logsumexp_states(neg_f, n_enum, dtype=torch.float64, device=p.device,
+                                chunk_size=chunk_size)
 
 
 def ais_schedule(num_betas: int = 14500) -> torch.Tensor:

@@ -146,14 +146,22 @@ class RBM(EnergyModel):
         return h @ W.T + b
 
     # hidden_logits / visible_logits return fresh tensors, so sampling may overwrite them
-    def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return bernoulli_logits(self.hidden_logits(v), generator, inplace=True)
+    def sample_h(self, v: torch.Tensor, generator: torch.Generator | None = None, *,
+                 h: torch.Tensor | None = None, beta: float = 1.0) -> torch.Tensor:
+        if not self.hidden_factorized:
+            return super().sample_h(v, generator, h=h, beta=beta)
+        logits = self.hidden_logits(v)
+        return bernoulli_logits(logits if beta == 1 else logits.mul_(beta), generator,
+                                inplace=True)
 
     def sample_v(self, h: torch.Tensor, v: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, *, beta: float = 1.0
+                 ) -> torch.Tensor:
         if not self.has_rbm_energy:
-            return super().sample_v(h, v, generator)
-        return bernoulli_logits(self.visible_logits(h), generator, inplace=True)
+            return super().sample_v(h, v, generator, beta=beta)
+        logits = self.visible_logits(h)
+        return bernoulli_logits(logits if beta == 1 else logits.mul_(beta), generator,
+                                inplace=True)
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         if not self.has_rbm_energy:

@@ -45,3 +45,25 @@ def joint_table(rbm, n_visible: int, n_hidden: int) -> tuple[torch.Tensor, torch
     with torch.no_grad():
         neg_e = -rbm.energy(vs, hs)
     return vs, hs, neg_e - torch.logsumexp(neg_e, 0)
+
+
+def codes(v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Index of each joint state ``(v, h)`` in the row order of :func:`joint_table`."""
+    bits = torch.cat([v, h], -1)
+    n = bits.shape[-1]
+    return (bits * 2 ** torch.arange(n - 1, -1, -1, dtype=bits.dtype)).sum(-1).long()
+
+
+def chi_square_pvalue(counts: torch.Tensor, p: torch.Tensor) -> float:
+    """Pearson chi-square p-value of multinomial ``counts`` against probabilities ``p``
+    (cells with expected count < 5 pooled)."""
+    from scipy.stats import chi2
+
+    n = counts.sum()
+    expected = n * p
+    keep = expected >= 5
+    obs = torch.cat([counts[keep], counts[~keep].sum(0, keepdim=True)])
+    exp = torch.cat([expected[keep], expected[~keep].sum(0, keepdim=True)])
+    obs, exp = obs[exp > 0], exp[exp > 0]
+    stat = float(((obs - exp) ** 2 / exp).sum())
+    return float(chi2.sf(stat, len(obs) - 1))
