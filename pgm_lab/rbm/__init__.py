@@ -1,10 +1,10 @@
 """Undirected models: restricted and general Boltzmann machines and other binary energy models.
 
 ``RBM`` (energy, free energy, conditionals, training by CD/PCD), ``BoltzmannMachine``
-(visible-visible and hidden-hidden couplings, mean field), the Gibbs sampler and
-its :class:`pyro.infer.mcmc.MCMCKernel` (``GibbsKernel``), the ``ContrastiveDivergence`` loss for
-:class:`pyro.infer.SVI` / :func:`pgm_lab.train.fit`, log-partition estimates (exact, AIS) and
-ArviZ diagnostics.
+(visible-visible and hidden-hidden couplings, mean field), parallel tempering, the Gibbs
+sampler and its :class:`pyro.infer.mcmc.MCMCKernel` (``GibbsKernel``), the
+``ContrastiveDivergence`` loss for :class:`pyro.infer.SVI` / :func:`pgm_lab.train.fit`,
+log-partition estimates (exact, AIS) and ArviZ diagnostics.
 """
 
 from .boltzmann import BoltzmannMachine
@@ -13,6 +13,7 @@ from .energy import EnergyDistribution, EnergyModel
 from .gibbs import GibbsKernel, GibbsResult, gibbs, gibbs_step
 from .partition import AISResult, ais, ais_schedule, exact_log_partition, log_partition
 from .rbm import RBM
+from .tempering import ParallelTempering, PTResult, parallel_tempering, swap_log_acceptance
 
 __all__ = [
     "RBM",
@@ -29,4 +30,8 @@ __all__ = [
     "ais",
     "ais_schedule",
     "AISResult",
+    "ParallelTempering",
+    "PTResult",
+    "parallel_tempering",
+    "swap_log_acceptance",
 ]

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from pgm_lab.rbm import RBM
+from pgm_lab.rbm import RBM, BoltzmannMachine
 
 
 def all_states(n: int) -> torch.Tensor:
@@ -67,3 +67,15 @@ def chi_square_pvalue(counts: torch.Tensor, p: torch.Tensor) -> float:
     obs, exp = obs[exp > 0], exp[exp > 0]
     stat = float(((obs - exp) ** 2 / exp).sum())
     return float(chi2.sf(stat, len(obs) - 1))
+
+
+def random_bm(visible_couplings=True, hidden_couplings=True, scale=1.0, seed=0,
+              n_visible=4, n_hidden=3):
+    """A BoltzmannMachine with N(0, scale^2) parameters (float64)."""
+    bm = BoltzmannMachine(n_visible, n_hidden, visible_couplings=visible_couplings,
+                          hidden_couplings=hidden_couplings, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in bm.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    return bm

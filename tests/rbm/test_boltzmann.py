@@ -14,23 +14,12 @@ import pgm_lab.rbm
 from pgm_lab.errors import ConfigError, DataError, InferenceError
 from pgm_lab.rbm import RBM, BoltzmannMachine, GibbsKernel, gibbs
 
-from ._oracle import all_states, chi_square_pvalue, codes, joint_table
+from ._oracle import all_states, chi_square_pvalue, codes, joint_table, random_bm
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny ops: threads only contend
 
 N_V, N_H = 4, 3
 COUPLINGS = list(itertools.product([False, True], repeat=2))
-
-
-def random_bm(visible_couplings=True, hidden_couplings=True, scale=1.0, seed=0,
-              n_visible=N_V, n_hidden=N_H):
-    bm = BoltzmannMachine(n_visible, n_hidden, visible_couplings=visible_couplings,
-                          hidden_couplings=hidden_couplings, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in bm.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    return bm
 
 
 def brute_energy(bm, v, h):
