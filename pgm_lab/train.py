@@ -32,6 +32,7 @@ from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
 from . import checkpoint as checkpoint_io
+from . import distributed as dist_io
 from ._threads import check_num_threads, step_work, training_threads
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 from .optim import Adam
@@ -185,6 +186,7 @@ def fit(
     shuffle: bool = True,
     desc: str = "fit",
     num_threads: int | None = None,
+    distributed: bool | str = "auto",
 ) -> History:
     """Train ``model``/``guide`` with :class:`pyro.infer.SVI` on minibatches of ``data``.
 
@@ -236,6 +238,24 @@ def fit(
             RBM 64x20 or a VAE 64-128-8 trained 3-30x slower whenever other processes kept
             the cores busy. Pass a count to use more threads for a large model on an idle
             machine.
+        distributed: ``"auto"``: when started by ``torchrun`` (``RANK`` and ``WORLD_SIZE``
+            set) join the process group (gloo on CPU, NCCL on CUDA; an existing group is
+            reused) and train data-parallel; ``True``: require that; ``False``: never touch
+            :mod:`torch.distributed`. With ``W`` processes ``batch_size`` is the global
+            minibatch: every rank draws the same seeded permutation (and applies
+            ``transform`` to the whole minibatch) and takes its contiguous share, its data
+            plate scaled by ``W N / B`` so that the gradients averaged over ranks are those
+            of the single-process step (global sites counted once). Parameters are created on
+            every rank and broadcast from rank 0 before the first step; gradients are averaged
+            in flat buckets (:func:`pgm_lab.distributed.average_gradients`) together with the
+            loss, so every rank sees the same loss and stops at the same NaN. Each rank draws
+            its own random numbers (torch seeded with ``seed + rank``): a model whose step is
+            deterministic given the data trains to the single-process result up to float
+            round-off, a stochastic one to a result with the same distribution. Rank 0 alone
+            writes the checkpoint (with every rank's RNG and loss state) and shows progress;
+            every rank resumes from it. A rank that dies makes the others raise
+            :class:`TrainingError` within the group's timeout
+            (:data:`pgm_lab.distributed.DEFAULT_TIMEOUT`).
 
     Returns:
         :class:`History` of per-epoch mean loss per data point and wall time.
@@ -249,14 +269,18 @@ def fit(
             optimizer, or was written with another configuration or data.
     """
     _check_arguments(epochs, batch_size, checkpoint, resume, num_threads)
+    if not (distributed is True or distributed is False or distributed == "auto"):
+        raise ConfigError(f"distributed must be 'auto', True or False, got {distributed!r}")
     params = [p for mod in _modules_of(model, guide) for p in mod.parameters()]
     with training_threads(num_threads, step_work(batch_size, params, loss)):
         run = _prepare(model, guide, data, loss=loss, optim=optim, batch_size=batch_size,
                        seed=seed, device=device, checkpoint=checkpoint, transform=transform,
-                       plate_name=plate_name, shuffle=shuffle)
+                       plate_name=plate_name, shuffle=shuffle, distributed=distributed)
         history, start_epoch = History(), 0
         if resume and run.checkpoint is not None and run.checkpoint.exists():
             history, start_epoch = _restore(run, force=resume == "force")
+        if run.ctx is not None:
+            _share_params(run)
         return _train(run, history, start_epoch, epochs, progress=progress,
                       callbacks=callbacks, desc=desc)
 
@@ -291,6 +315,13 @@ class _Run:
     shuffle: bool
     checkpoint: Path | None
     settings: dict[str, Any]  # the configuration fingerprint, less the optimizer's
+    ctx: dist_io.Context | None  # None: a single process
+    seed: int | None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes checkpoints and shows progress (rank 0)."""
+        return self.ctx is None or self.ctx.is_main
 
     @property
     def n(self) -> int:
@@ -307,15 +338,24 @@ class _Run:
 def _prepare(model: Callable, guide: Callable | None, data: Any, *, loss: Any, optim: Any,
              batch_size: int, seed: int | None, device: str | torch.device,
              checkpoint: str | os.PathLike | None, transform: Callable | None,
-             plate_name: str, shuffle: bool) -> _Run:
-    """Validate data and checkpoint path, move data and modules to the device, seed RNGs."""
+             plate_name: str, shuffle: bool, distributed: bool | str = False) -> _Run:
+    """Validate data and checkpoint path, join the process group, move data and modules to
+    the device, seed RNGs (torch's global RNG with ``seed + rank``)."""
     dev = resolve_device(device)
+    ctx = dist_io.context(distributed, dev)
+    if dev.type == "cuda" and ctx is not None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if ctx is not None and batch_size < ctx.world_size:
+        raise ConfigError(f"batch_size is the global minibatch, shared by {ctx.world_size} "
+                          f"processes: expected at least {ctx.world_size}, got {batch_size}")
     cpu_tensors = _as_tensors(data)
     ckpt_path = None
-    if checkpoint is not None:
+    if checkpoint is not None and (ctx is None or ctx.is_main):
         ckpt_path = checkpoint_io.check_writable(checkpoint)
         for path in (ckpt_path, _history_path(ckpt_path)):
             checkpoint_io.remove_stale_temporaries(path)
+    elif checkpoint is not None:
+        ckpt_path = Path(checkpoint)
     guide = _no_guide if guide is None else guide
     for mod in _modules_of(model, guide):
         mod.to(dev)
@@ -328,13 +368,38 @@ def _prepare(model: Callable, guide: Callable | None, data: Any, *, loss: Any, o
                     "loss": checkpoint_io.describe(loss, skip=_LOSS_RUN_STATE),
                     "data": checkpoint_io.data_fingerprint(cpu_tensors)}
     if seed is not None:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed + (0 if ctx is None else ctx.rank))
     gen = torch.Generator(device="cpu")
     gen.manual_seed(0 if seed is None else seed)
     return _Run(model=model, guide=guide, tensors=tuple(t.to(dev) for t in cpu_tensors),
                 loss=loss, optim=optim, gen=gen, device=dev, batch_size=batch_size,
                 transform=transform, plate_name=plate_name, shuffle=shuffle,
-                checkpoint=ckpt_path, settings=settings)
+                checkpoint=ckpt_path, settings=settings, ctx=ctx, seed=seed)
+
+
+def _first_batch(run: _Run) -> tuple[torch.Tensor, ...]:
+    """This rank's share of the first rows, as the model sees them (transformed)."""
+    first = [t[: min(run.batch_size, run.n)] for t in run.tensors]
+    if run.transform is not None:  # the model sees transformed data (e.g. binarized) only
+        first[0] = run.transform(first[0], torch.Generator().manual_seed(0))
+    rows = dist_io.shard(first[0].shape[0], run.ctx)
+    return tuple(t[rows] for t in first)
+
+
+def _share_params(run: _Run) -> None:
+    """Create every parameter on every rank, then give all of them rank 0's values."""
+    _materialize_params(run.model, run.guide, _first_batch(run), run.loss)
+    tensors, seen = [], set()
+    for mod in run.modules():
+        for t in mod.state_dict(keep_vars=True).values():
+            if id(t) not in seen:
+                seen.add(id(t))
+                tensors.append(t)
+    for _name, t in sorted(pyro.get_param_store().named_parameters()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            tensors.append(t)
+    dist_io.broadcast_(run.ctx, tensors)
 
 
 def _train(run: _Run, history: History, start_epoch: int, epochs: int, *,
@@ -342,15 +407,17 @@ def _train(run: _Run, history: History, start_epoch: int, epochs: int, *,
     """Epochs ``start_epoch .. epochs - 1``, each followed by a checkpoint and the callbacks."""
     svi = SVI(run.model, run.guide, run.optim, run.loss)
     total = max(0, epochs - start_epoch) * math.ceil(run.n / run.batch_size)
-    show = progress_enabled(progress)
+    show = progress_enabled(progress) and run.is_main
     with tqdm(total=total, disable=not show, desc=desc, leave=False, dynamic_ncols=True) as bar:
         for epoch in range(start_epoch, epochs):
             record = _train_epoch(run, svi, epoch, bar)
             history.epochs.append(record)
             if run.checkpoint is not None:
                 _save_checkpoint(run, epoch + 1, history)
-            stop = [cb(epoch, record) for cb in callbacks]
-            if any(stop):
+            stop = any([cb(epoch, record) for cb in callbacks])
+            if run.ctx is not None:  # every rank stops at the same epoch
+                stop = dist_io.any_rank(run.ctx, stop, f"the callbacks of epoch {epoch}")
+            if stop:
                 break
     return history
 
@@ -368,7 +435,10 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
         batch = [t[idx] for t in run.tensors]
         if run.transform is not None:
             batch[0] = run.transform(batch[0], run.gen)
-        step_loss = _step(run, svi, batch, f"epoch {epoch}, step {step}")
+        if run.ctx is not None:  # the same global minibatch on every rank: take this share
+            rows = dist_io.shard(int(idx.shape[0]), run.ctx)
+            batch = [t[rows] for t in batch]
+        step_loss = _step(run, svi, batch, f"epoch {epoch}, step {step}", int(idx.shape[0]))
         epoch_loss += step_loss
         bar.update(1)
         bar.set_postfix(epoch=epoch, loss=f"{step_loss / n:.4g}")
@@ -376,15 +446,21 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
                        seconds=time.perf_counter() - t0, steps=steps)
 
 
-def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
-    """One SVI step on ``batch`` with the plate scaled by ``N / B``; NaN -> TrainingError."""
-    scale = run.n / int(batch[0].shape[0])
+def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
+          global_size: int) -> float:
+    """One SVI step on ``batch`` with the plate scaled by ``N / B``; NaN -> TrainingError.
+
+    ``B`` is ``global_size``, the minibatch of all ranks together; with ``W`` ranks each
+    scales its share by ``W N / B`` and the gradients are averaged.
+    """
+    scale = run.n / global_size * (1 if run.ctx is None else run.ctx.world_size)
     svi.model = scale_plate(run.model, run.plate_name, scale)
     svi.guide = scale_plate(run.guide, run.plate_name, scale)
     kept = (f"; last good checkpoint: {run.checkpoint}"
             if run.checkpoint and os.path.exists(run.checkpoint) else "")
     try:
-        step_loss = svi.step(*batch)
+        step_loss = svi.step(*batch) if run.ctx is None else _parallel_step(run, svi, batch,
+                                                                             where)
     except ValueError as exc:
         # Pyro's validation raises ValueError on a NaN distribution parameter.
         bad = _non_finite_params()
@@ -401,6 +477,18 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
         raise TrainingError(f"loss is {step_loss} at {where}{kept}. Lower the "
                             "learning rate or check the model's scales")
     return step_loss
+
+
+def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
+    """:meth:`pyro.infer.SVI.step` with the gradients and the loss averaged over ranks."""
+    loss = svi.loss_and_grads(svi.model, svi.guide, *batch)
+    # Every parameter of the store, in name order: the same list on every rank.
+    params = [p for _name, p in sorted(pyro.get_param_store().named_parameters())]
+    has_grad, (mean_loss,) = dist_io.average_gradients(run.ctx, params, [float(loss)], where)
+    stepped = {p for p, used in zip(params, has_grad) if used}
+    svi.optim(stepped)
+    pyro.infer.util.zero_grads(stepped)
+    return mean_loss
 
 
 def _non_finite_params() -> list[str]:
@@ -444,6 +532,11 @@ def _describe_optim(optim: Any, param_names: Iterable[str]) -> dict[str, Any]:
 
 def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
     """Everything :func:`_restore` needs to continue after ``epoch`` completed epochs."""
+    ranks = None
+    if run.ctx is not None:  # each rank's own random numbers and loss state (PCD chains)
+        ranks = dist_io.gather_objects(run.ctx, _rank_state(run), f"checkpointing epoch {epoch}")
+        if not run.ctx.is_main:
+            return
     optim_state = run.optim.get_state()
     state = {
         "version": CHECKPOINT_VERSION,
@@ -456,9 +549,16 @@ def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
         "history": history.to_dict(),
         "config": run.config(optim_state),
     }
+    if ranks is not None:
+        state["ranks"] = ranks
     checkpoint_io.save_atomic(state, run.checkpoint)
     checkpoint_io.write_text_atomic(json.dumps(history.to_dict(), indent=2),
                                     _history_path(run.checkpoint))
+
+
+def _rank_state(run: _Run) -> dict[str, Any]:
+    return {"rng": checkpoint_io.global_rng_state(),
+            "loss": run.loss.state_dict() if hasattr(run.loss, "state_dict") else None}
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -500,11 +600,10 @@ def _restore(run: _Run, *, force: bool) -> tuple[History, int]:
     param_store = require(state, "param_store", Mapping, "a dict with 'params', 'constraints'")
     rng = require(state, "rng", Mapping, "a dict of RNG states")
     shuffle = require(rng, "shuffle", torch.Tensor, "a uint8 tensor (generator state)", "rng")
+    own = _own_state(run, state)
+    loss_state = state.get("loss") if own is None else own.get("loss")
 
-    first = [t[: min(run.batch_size, run.n)] for t in run.tensors]
-    if run.transform is not None:  # the model sees transformed data (e.g. binarized) only
-        first[0] = run.transform(first[0], torch.Generator().manual_seed(0))
-    _materialize_params(run.model, run.guide, tuple(first), run.loss)
+    _materialize_params(run.model, run.guide, _first_batch(run), run.loss)
     with torch.no_grad():
         for i, (mod, sd) in enumerate(zip(modules, saved_modules)):
             try:
@@ -516,15 +615,32 @@ def _restore(run: _Run, *, force: bool) -> tuple[History, int]:
                                       "same model and guide") from exc
     checkpoint_io.restore_param_store(param_store)
     run.optim.set_state(optim_state)
-    if state.get("loss") is not None and hasattr(run.loss, "load_state_dict"):
-        run.loss.load_state_dict(state["loss"])
-    checkpoint_io.set_global_rng_state(rng)
+    if loss_state is not None and hasattr(run.loss, "load_state_dict"):
+        run.loss.load_state_dict(loss_state)
+    if own is not None:
+        checkpoint_io.set_global_rng_state(own["rng"], f"ranks[{run.ctx.rank}].rng")
+    elif run.ctx is not None and run.ctx.rank:  # written by fewer ranks: fresh random numbers
+        pyro.set_rng_seed((run.seed or 0) + run.ctx.rank + run.ctx.world_size * epoch)
+    else:
+        checkpoint_io.set_global_rng_state(rng)
     try:
         run.gen.set_state(shuffle)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint key 'rng.shuffle': expected a torch.Generator "
                               f"state, got {exc}") from exc
     return history, epoch
+
+
+def _own_state(run: _Run, state: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """This rank's entry of the checkpoint's per-rank states, when written by as many ranks."""
+    ranks = state.get("ranks")
+    if run.ctx is None or not isinstance(ranks, list) or len(ranks) != run.ctx.world_size:
+        return None
+    where = f"ranks[{run.ctx.rank}]"
+    own = checkpoint_io.require(ranks, run.ctx.rank, Mapping, "a dict with 'rng', 'loss'",
+                                "ranks")
+    checkpoint_io.require(own, "rng", Mapping, "a dict of RNG states", where)
+    return own
 
 
 def _history_from(state: Mapping[str, Any], epoch: int) -> History:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ..distributed import evaluate_sharded
 from ..errors import ConfigError, InferenceError
 from .bounds import CHUNK_ELEMENTS, _batched, _check_count, _per_particle_elements
 from .path import AnnealingPath, PathPoint, State
@@ -274,7 +275,9 @@ def ais(model: Callable, guide: Callable | None, *args: Any, num_steps: int = 10
             much as a chain); ignored without adaptation.
         chunk_size: data points annealed at once (default: sized to ``CHUNK_ELEMENTS``
             elements per traced tensor); tensor arguments whose first dim is ``N`` are sliced.
-        return_result: return an :class:`AISEstimate` instead of ``log_px``.
+        return_result: return an :class:`AISEstimate` instead of ``log_px``. Without it, in
+            a :mod:`torch.distributed` group each rank anneals its share of the points and
+            all return the full ``[N]`` (:func:`pgm_lab.distributed.evaluate_sharded`).
 
     Returns:
         ``[N]`` float tensor (no gradient), or :class:`AISEstimate`.
@@ -287,9 +290,6 @@ def ais(model: Callable, guide: Callable | None, *args: Any, num_steps: int = 10
     tuning = check_settings(num_steps, num_chains, leapfrog_steps, step_size, target_accept,
                             tuning_chains if adapt_step_size else 0)
     device = data_device(args)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(model, guide if init == "guide" else None, args,
-                                        kwargs, num_chains + tuning)
 
     def run(*a: Any) -> AISEstimate:
         path = AnnealingPath(model, guide if init == "guide" else None, a, kwargs,
@@ -302,10 +302,16 @@ def ais(model: Callable, guide: Callable | None, *args: Any, num_steps: int = 10
         log_px, stderr = _log_mean_and_stderr(log_w)
         return AISEstimate(log_px, stderr, log_w, acceptance, eps, path.constrain(state))
 
-    with seeded(seed, device):
-        parts = _batched(run, args, chunk_size)
-    result = concat_estimates(parts)
-    return result if return_result else result.log_px
+    def estimate(*a: Any) -> AISEstimate:
+        size = chunk_size if chunk_size is not None else default_chunk_size(
+            model, guide if init == "guide" else None, a, kwargs, num_chains + tuning)
+        with seeded(seed, device):
+            return concat_estimates(_batched(run, a, size))
+
+    if return_result:
+        return estimate(*args)
+    # In a torch.distributed group each rank anneals its share of the points.
+    return evaluate_sharded(lambda *a: estimate(*a).log_px, args)
 
 
 def concat_estimates(parts: list[AISEstimate]) -> AISEstimate:

@@ -3,6 +3,12 @@
 Memory is bounded by the chunk of particles traced at once, never by ``K``: the logsumexp over
 particles is accumulated chunk by chunk (``lse = logaddexp(lse, logsumexp(chunk))``), so
 ``K = 5000`` or ``K = 10**6`` costs time, not memory.
+
+Inside a :mod:`torch.distributed` process group of ``W`` processes (e.g. started by
+``torchrun``, after :func:`pgm_lab.train.fit` or :func:`pgm_lab.distributed.init_process_group`)
+each rank evaluates a contiguous ``1 / W`` of the data points and every rank returns the full
+``[N]`` result in data order (:func:`pgm_lab.distributed.evaluate_sharded`); all ranks must
+then call with the same data.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from tqdm import tqdm
 
+from ..distributed import evaluate_sharded
 from ..errors import ConfigError, InferenceError
 from ..train import progress_enabled
 from .diagnostics import khat_from_top, psis_tail_size
@@ -142,7 +149,7 @@ def elbo(model: Callable, guide: Callable, *args: Any, num_particles: int = 1,
             total = total + chunk.sum(0)
         return total / num_particles
 
-    return torch.cat(_batched(run, args, batch_size))
+    return evaluate_sharded(lambda *a: torch.cat(_batched(run, a, batch_size)), args)
 
 
 def iwae(model: Callable, guide: Callable, *args: Any, num_particles: int = 5000,
@@ -170,7 +177,7 @@ def iwae(model: Callable, guide: Callable, *args: Any, num_particles: int = 5000
             lse = c if lse is None else torch.logaddexp(lse, c)
         return lse - math.log(num_particles)
 
-    return torch.cat(_batched(run, args, batch_size))
+    return evaluate_sharded(lambda *a: torch.cat(_batched(run, a, batch_size)), args)
 
 
 class _GroupedBound:
@@ -262,7 +269,11 @@ def iwae_curve(model: Callable, guide: Callable, *args: Any, ks: Sequence[int] =
             ess=torch.exp(2 * lse - lse2),
             khat=khat)
 
-    parts = _batched(run, args, batch_size)
+    return evaluate_sharded(lambda *a: _concat(_batched(run, a, batch_size), ks), args)
+
+
+def _concat(parts: list[BoundEstimates], ks: Sequence[int]) -> BoundEstimates:
+    """The estimates of consecutive row slices, as one."""
     if len(parts) == 1:
         return parts[0]
     return BoundEstimates(

@@ -1,0 +1,252 @@
+"""Data parallelism on :mod:`torch.distributed`, for processes started by ``torchrun``.
+
+Training (:func:`pgm_lab.train.fit`) and the per-point bounds (:mod:`pgm_lab.infer.bounds`)
+use the helpers here: join or reuse the process group (:func:`init_process_group`), share the
+work of a minibatch or of a data set among ranks (:func:`shard`), broadcast parameters from
+rank 0 (:func:`broadcast_`), average gradients in a few flat buckets rather than one call per
+tensor (:func:`average_gradients`, as ``torch.nn.parallel.DistributedDataParallel`` does), and
+gather per-point results back in data order (:func:`evaluate_sharded`).
+
+Every collective runs under the process group's timeout; one that fails (a rank died: its
+socket closed, or it stopped answering within the timeout) raises a :class:`TrainingError`
+(or :class:`InferenceError`) on the ranks still alive that names the rank and the operation,
+instead of hanging.
+
+Reference: Li et al. (2020), "PyTorch Distributed: Experiences on Accelerating Data Parallel
+Training" (gradient bucketing).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from .errors import ConfigError, InferenceError, PgmLabError, TrainingError
+
+__all__ = ["Context", "DEFAULT_TIMEOUT", "BUCKET_BYTES", "launched", "init_process_group",
+           "context", "current", "shard", "broadcast_", "average_gradients", "gather_objects",
+           "any_rank", "evaluate_sharded"]
+
+#: How long a collective waits for the other ranks before failing (a dead or stalled rank).
+DEFAULT_TIMEOUT = timedelta(minutes=5)
+#: Gradients are averaged in flat buckets of at most this many bytes (DDP's default is 25 MiB).
+BUCKET_BYTES = 25 * 2**20
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the process group: ``rank`` of ``world_size``."""
+
+    rank: int
+    world_size: int
+    timeout: timedelta
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes checkpoints and shows progress."""
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Whether this process was started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_process_group(device: torch.device | None = None,
+                       timeout: timedelta = DEFAULT_TIMEOUT) -> Context:
+    """Join the process group described by torchrun's environment, or reuse the existing one.
+
+    The backend is NCCL for a CUDA ``device`` (each process then uses GPU ``LOCAL_RANK``) and
+    gloo otherwise. ``timeout`` bounds every collective (an existing group keeps its own).
+
+    Raises:
+        ConfigError: torch was built without distributed support, or the process was not
+            started by torchrun and no group exists.
+    """
+    if not dist.is_available():
+        raise ConfigError("expected a torch build with torch.distributed, got one without; "
+                          "pass distributed=False")
+    if not dist.is_initialized():
+        if not launched():
+            raise ConfigError("distributed training needs the environment torchrun sets "
+                              "(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), got none; start "
+                              "with `torchrun --nproc_per_node=N script.py` or pass "
+                              "distributed=False")
+        cuda = device is not None and device.type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    return current(timeout)
+
+
+def current(timeout: timedelta = DEFAULT_TIMEOUT) -> Context | None:
+    """The :class:`Context` of the existing process group, or ``None`` if there is none."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), timeout=timeout)
+
+
+def context(distributed: bool | str, device: torch.device | None = None) -> Context | None:
+    """What ``distributed`` asks for: ``"auto"`` joins a group when started by torchrun (or
+    reuses an existing one), ``True`` requires one, ``False`` never touches torch.distributed.
+
+    Returns ``None`` (run as a single process) also for a world of one process.
+    """
+    if distributed is False:
+        return None
+    if distributed == "auto":
+        if not (dist.is_available() and (dist.is_initialized() or launched())):
+            return None
+    elif distributed is not True:
+        raise ConfigError(f"distributed must be 'auto', True or False, got {distributed!r}")
+    ctx = init_process_group(device)
+    return ctx if ctx.world_size > 1 else None
+
+
+def shard(n: int, ctx: Context | None) -> slice:
+    """This rank's contiguous share of ``n`` rows (``torch.tensor_split``'s sizes: the first
+    ``n % world_size`` ranks take one row more)."""
+    if ctx is None:
+        return slice(0, n)
+    size, extra = divmod(n, ctx.world_size)
+    start = ctx.rank * size + min(ctx.rank, extra)
+    return slice(start, start + size + (ctx.rank < extra))
+
+
+@contextmanager
+def _collective(ctx: Context, what: str, error: type[PgmLabError]) -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as exc:  # gloo/NCCL: a peer closed its socket, or the timeout passed
+        reason = " ".join(str(exc).split())[:300]
+        raise error(f"rank {ctx.rank} of {ctx.world_size}: {what} failed ({reason}); expected "
+                    f"every rank to take part within {ctx.timeout.total_seconds():g} s, got a "
+                    "rank that died or stalled (see its log); restart all ranks (with "
+                    "resume=True to continue from the last checkpoint)") from exc
+
+
+def _buckets(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by dtype and device, at most :data:`BUCKET_BYTES` each."""
+    groups: dict[tuple, list[list[int]]] = {}
+    sizes: dict[tuple, int] = {}
+    for i, t in enumerate(tensors):
+        key = (t.dtype, t.device)
+        nbytes = t.numel() * t.element_size()
+        if key not in groups or sizes[key] + nbytes > BUCKET_BYTES:
+            groups.setdefault(key, []).append([])
+            sizes[key] = 0
+        groups[key][-1].append(i)
+        sizes[key] += nbytes
+    return [bucket for buckets in groups.values() for bucket in buckets]
+
+
+def broadcast_(ctx: Context, tensors: Sequence[torch.Tensor], *,
+               error: type[PgmLabError] = TrainingError) -> None:
+    """Overwrite ``tensors`` in place with rank 0's values, one broadcast per bucket."""
+    with torch.no_grad(), _collective(ctx, "broadcasting the parameters", error):
+        for bucket in _buckets(tensors):
+            flat = _flatten_dense_tensors([tensors[i].detach() for i in bucket])
+            dist.broadcast(flat, src=0)
+            for i, value in zip(bucket, _unflatten_dense_tensors(flat, [tensors[i]
+                                                                        for i in bucket])):
+                tensors[i].copy_(value)
+
+
+def average_gradients(ctx: Context, params: Sequence[torch.Tensor], scalars: Sequence[float],
+                      where: str) -> tuple[list[bool], list[float]]:
+    r"""Replace each ``p.grad`` by its mean over ranks; also average ``scalars`` (the loss).
+
+    ``params`` must be listed in the same order on every rank. A missing gradient counts as
+    zero; one missing on every rank stays ``None``. The scalars and a has-gradient flag per
+    parameter ride in the first bucket, so a step costs one all-reduce per bucket.
+
+    Returns:
+        ``(has_grad, scalar_means)``: per parameter whether any rank had a gradient.
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    buckets = _buckets(grads) or [[]]
+    flags = [float(p.grad is not None) for p in params]
+    with torch.no_grad(), _collective(ctx, f"averaging gradients at {where}", TrainingError):
+        for b, bucket in enumerate(buckets):
+            parts = [grads[i] for i in bucket]
+            if b == 0:
+                ref = parts[0] if parts else torch.zeros((), dtype=torch.float64)
+                parts = parts + [torch.tensor(flags + list(scalars), dtype=ref.dtype,
+                                              device=ref.device)]
+            flat = _flatten_dense_tensors(parts)
+            dist.all_reduce(flat)
+            flat /= ctx.world_size
+            values = _unflatten_dense_tensors(flat, parts)
+            if b == 0:
+                extra = values[-1].tolist()
+                has_grad = [f > 0 for f in extra[:len(params)]]
+                means = extra[len(params):]
+            for i, value in zip(bucket, values):
+                params[i].grad = value
+    for p, used in zip(params, has_grad):
+        if not used:
+            p.grad = None
+    return has_grad, means
+
+
+def gather_objects(ctx: Context, obj: Any, what: str) -> list[Any] | None:
+    """Every rank's picklable ``obj`` on rank 0 (in rank order); ``None`` on other ranks."""
+    out = [None] * ctx.world_size if ctx.is_main else None
+    with _collective(ctx, what, TrainingError):
+        dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def any_rank(ctx: Context, flag: bool, what: str) -> bool:
+    """Whether ``flag`` is true on any rank (e.g. a callback asked to stop)."""
+    t = torch.tensor([float(flag)])
+    with _collective(ctx, what, TrainingError):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _gather_rows(ctx: Context, value: Any, n: int, local: int) -> Any:
+    """Concatenate each rank's ``[local, ...]`` tensors of a (nested) result along dim 0."""
+    if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == local:
+        size = -(-n // ctx.world_size)  # all_gather needs equal shapes: pad to the largest
+        padded = value.new_zeros((size, *value.shape[1:]))
+        padded[:local] = value
+        parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+        with _collective(ctx, "gathering per-point results", InferenceError):
+            dist.all_gather(parts, padded.contiguous())
+        rows = [shard(n, Context(r, ctx.world_size, ctx.timeout)) for r in range(ctx.world_size)]
+        return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, rows)])
+    if isinstance(value, dict):
+        return {k: _gather_rows(ctx, v, n, local) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_gather_rows(ctx, v, n, local) for v in value))
+    return value
+
+
+def evaluate_sharded(fn: Callable[..., Any], args: tuple) -> Any:
+    """``fn(*args)`` with the data rows shared among the ranks of the existing process group.
+
+    Each rank calls ``fn`` on its :func:`shard` of every tensor argument whose first dimension
+    equals ``args[0]``'s (``N``); tensors of the result with the shard's length as first
+    dimension (also inside dicts and named tuples) are gathered, so every rank returns the
+    full ``[N, ...]`` result in data order. Without a group of two or more processes, or with
+    fewer rows than processes, every process evaluates everything. All ranks must call it
+    with the same data.
+    """
+    ctx = current()
+    if ctx is None or ctx.world_size == 1 or not args or not isinstance(args[0], torch.Tensor) \
+            or args[0].dim() == 0 or args[0].shape[0] < ctx.world_size:
+        return fn(*args)
+    n = args[0].shape[0]
+    rows = shard(n, ctx)
+    local = fn(*(a[rows] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n
+                 else a for a in args))
+    return _gather_rows(ctx, local, n, rows.stop - rows.start)

@@ -1,0 +1,127 @@
+"""One rank of the torch.distributed tests: ``python _distributed_worker.py MODE OUT [ARGS]``.
+
+Started by tests/test_distributed.py with torchrun's environment (RANK, WORLD_SIZE,
+MASTER_ADDR, MASTER_PORT); writes its results to ``OUT.<rank>``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule
+
+TIMEOUT = timedelta(seconds=15)
+
+
+class Regression(PyroModule):
+    """y_n ~ N(w * linear(x_n), scale^2) with a global latent w (a Delta guide): every step is
+    deterministic given the minibatch, so any number of ranks must give the same result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 1)
+
+    def model(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        pyro.module("linear", self.linear)
+        scale = pyro.param("scale", torch.tensor(1.0), constraint=constraints.positive)
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Normal(w * self.linear(x).squeeze(-1), scale), obs=y)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        pyro.sample("w", dist.Delta(pyro.param("w_loc", torch.tensor(0.5))))
+
+
+def regression_data(n: int = 63) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(n, 3, generator=gen)
+    return x, x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(n, generator=gen)
+
+
+def jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A transform drawing from fit's shuffling generator (must stay in step on all ranks)."""
+    return x + 0.01 * torch.randn(x.shape, generator=gen)
+
+
+def train(epochs: int, checkpoint: str | None = None, resume: bool = False,
+          distributed: bool | str = "auto", callbacks: tuple = ()) -> dict[str, torch.Tensor]:
+    """Fit :class:`Regression` (batch 20 of 63 rows: uneven shares) and return the params."""
+    from pgm_lab.train import fit
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    module = Regression()
+    history = fit(module.model, module.guide, regression_data(), epochs=epochs, batch_size=20,
+                  seed=3, device="cpu", optim=pyro.optim.Adam({"lr": 0.05}),
+                  transform=jitter, checkpoint=checkpoint, resume=resume, progress=False,
+                  distributed=distributed, callbacks=callbacks)
+    params = {name: value.detach().clone()
+              for name, value in pyro.get_param_store().named_parameters()}
+    params["loss"] = torch.tensor(history.loss, dtype=torch.float64)
+    return params
+
+
+def main() -> None:
+    mode, out, *args = sys.argv[1:]
+    import pgm_lab.checkpoint as checkpoint_io
+    from pgm_lab.distributed import init_process_group
+
+    ctx = init_process_group(timeout=TIMEOUT)
+    result: dict = {}
+    if mode == "train":  # args: epochs, checkpoint ("-": none), resume (0/1)
+        epochs, ckpt, resume = int(args[0]), args[1], args[2] == "1"
+        writes = []
+        for name in ("save_atomic", "write_text_atomic", "check_writable"):
+            original = getattr(checkpoint_io, name)
+
+            def spy(*a, _original=original, _name=name, **k):  # noqa: ANN002, ANN003, ANN202
+                writes.append(_name)
+                return _original(*a, **k)
+
+            setattr(checkpoint_io, name, spy)
+        result = train(epochs, None if ckpt == "-" else ckpt, resume)
+        result["writes"] = writes
+    elif mode == "die":  # rank 1 exits after the first epoch; rank 0 must fail, not hang
+        def die(epoch: int, record: object) -> None:
+            if ctx.rank == 1:
+                os._exit(3)
+
+        train(3, callbacks=(die,))
+    elif mode == "evaluate":
+        from pgm_lab.infer import ais, elbo, iwae, iwae_curve
+
+        lg, x = evaluation_problem()
+        rows = set()
+
+        def model(x: torch.Tensor) -> None:  # records the points this rank evaluates
+            rows.add(x.shape[0])
+            lg.model(x)
+
+        result = {"ais": ais(model, lg.exact_guide, x, num_steps=5, num_chains=2),
+                  "elbo": elbo(model, lg.exact_guide, x, num_particles=3),
+                  "iwae": iwae(model, lg.exact_guide, x, num_particles=7),
+                  "curve": iwae_curve(model, lg.exact_guide, x, ks=(1, 2, 4))._asdict()}
+        result["rows"] = sorted(rows)
+    torch.save(result, f"{out}.{ctx.rank}")
+    torch.distributed.barrier()  # rank 0 hosts the rendezvous store: leave together
+    torch.distributed.destroy_process_group()
+
+
+def evaluation_problem() -> tuple:
+    """The linear-Gaussian oracle and 11 points (uneven shares): with the exact posterior as
+    guide every log weight equals log p(x_n), whatever the random numbers."""
+    from pgm_lab.models import LinearGaussian
+
+    w = torch.tensor([[1.0, 0.5], [-0.3, 2.0], [0.7, -1.0]], dtype=torch.float64)
+    lg = LinearGaussian(w, torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), 0.5)
+    return lg, lg.sample(11, seed=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Data-parallel training and sharded evaluation on 2 CPU processes (gloo).
+
+Each test starts two ranks of tests/_distributed_worker.py with the environment torchrun sets,
+every launch bounded by a timeout, and compares with the single-process result computed here.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _distributed_worker import evaluation_problem, train
+
+from pgm_lab.distributed import DEFAULT_TIMEOUT, Context, shard
+from pgm_lab.errors import ConfigError
+from pgm_lab.infer import ais, elbo, iwae, iwae_curve
+
+WORKER = Path(__file__).with_name("_distributed_worker.py")
+LAUNCH_TIMEOUT = 90  # seconds: a hang fails the test instead of the suite
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path: Path, *args: str, world_size: int = 2) -> list[subprocess.CompletedProcess]:
+    """Run ``world_size`` ranks of the worker; returns their completed processes (rank order)."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
+    procs = [subprocess.Popen([sys.executable, str(WORKER), *args], cwd=tmp_path,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(world_size)]
+    done = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=LAUNCH_TIMEOUT)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return done
+
+
+def results(tmp_path: Path, runs: list[subprocess.CompletedProcess]) -> list[dict]:
+    for r, run in enumerate(runs):
+        assert run.returncode == 0, f"rank {r} failed:\n{run.stderr[-3000:]}"
+    return [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(len(runs))]
+
+
+def assert_params_equal(got: dict, want: dict) -> None:
+    assert set(got) - {"writes"} == set(want) - {"writes"}
+    for name in set(want) - {"writes"}:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7,
+                                   check_dtype=False, msg=name)
+
+
+def test_shard_splits_rows_contiguously_like_tensor_split():
+    for n, w in [(63, 2), (3, 2), (10, 4), (2, 3)]:
+        got = [shard(n, Context(r, w, DEFAULT_TIMEOUT)) for r in range(w)]
+        want = torch.tensor_split(torch.arange(n), w)
+        assert [list(range(n))[s] for s in got] == [t.tolist() for t in want]
+
+
+def test_two_processes_train_like_one_and_resume_from_rank_0s_checkpoint(tmp_path):
+    ckpt = str(tmp_path / "ckpt.pt")
+    first = results(tmp_path, launch(tmp_path, "train", "out", "2", ckpt, "0"))
+    assert_params_equal(first[0], train(2, distributed=False))
+    assert_params_equal(first[1], first[0])
+    # only rank 0 probes, writes the checkpoint and its history
+    assert first[0]["writes"] == ["check_writable"] + ["save_atomic", "write_text_atomic"] * 2
+    assert first[1]["writes"] == []
+    # both ranks resume from that checkpoint to the uninterrupted single-process result
+    resumed = results(tmp_path, launch(tmp_path, "train", "out", "4", ckpt, "1"))
+    uninterrupted = train(4, distributed=False)
+    for r in range(2):
+        assert_params_equal(resumed[r], uninterrupted)
+
+
+def test_a_dead_rank_makes_the_others_fail_clearly_within_the_timeout(tmp_path):
+    t0 = time.monotonic()
+    rank0, rank1 = launch(tmp_path, "die", "out")
+    assert rank1.returncode == 3
+    assert rank0.returncode != 0
+    assert "TrainingError: rank 0 of 2:" in rank0.stderr
+    assert "died or stalled" in rank0.stderr
+    assert time.monotonic() - t0 < LAUNCH_TIMEOUT
+
+
+def test_sharded_evaluation_returns_every_point_in_data_order(tmp_path):
+    lg, x = evaluation_problem()
+    # from the exact posterior every AIS weight is p(x_n) too: the path's targets are
+    # p(z | x_n) p(x_n)^beta
+    want = {"ais": ais(lg.model, lg.exact_guide, x, num_steps=5, num_chains=2),
+            "elbo": elbo(lg.model, lg.exact_guide, x, num_particles=3),
+            "iwae": iwae(lg.model, lg.exact_guide, x, num_particles=7),
+            "curve": iwae_curve(lg.model, lg.exact_guide, x, ks=(1, 2, 4))._asdict()}
+    torch.testing.assert_close(want["iwae"], lg.log_prob(x))  # the oracle is exact
+    torch.testing.assert_close(want["ais"], lg.log_prob(x))
+    for rank, got in enumerate(results(tmp_path, launch(tmp_path, "evaluate", "out"))):
+        assert got["rows"] == [6 - rank]  # each rank evaluated its share only: 6 + 5 points
+        torch.testing.assert_close(got["ais"], want["ais"])
+        torch.testing.assert_close(got["elbo"], want["elbo"])
+        torch.testing.assert_close(got["iwae"], want["iwae"])
+        for key in ("bounds", "stderr"):
+            assert got["curve"][key].keys() == want["curve"][key].keys()
+            for k in want["curve"][key]:
+                torch.testing.assert_close(got["curve"][key][k], want["curve"][key][k],
+                                           atol=1e-7, rtol=1e-7)
+        torch.testing.assert_close(got["curve"]["ess"], want["curve"]["ess"])
+        assert got["curve"]["num_groups"] == want["curve"]["num_groups"]
+
+
+def test_distributed_true_without_torchrun_is_a_config_error(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="torchrun"):
+        train(1, distributed=True)
+    with pytest.raises(ConfigError, match="distributed must be"):
+        train(1, distributed="yes")
