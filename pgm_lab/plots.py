@@ -149,10 +149,14 @@ def plot_errorbars(
     legend_title: str | None = None,
     styles: Mapping[str, Mapping[str, object]] | None = None,
     lines: Mapping[str, float] | None = None,
+    bands: Mapping[str, tuple[str, float, float]] | None = None,
     logx: bool = False,
 ) -> Figure:
     """Named ``(x, y, yerr)`` series as lines with error bars, and labelled horizontal ``lines``
     (e.g. the exact value that the series estimate).
+
+    ``bands`` maps a series' name to ``(label, low, high)``: a horizontal band in that series'
+    colour (e.g. a reference estimate ± its standard error that the series' bounds approach).
 
     ``errors`` says what a bar is (e.g. ``"± 1 standard error over test images"``); it is
     printed in the figure, since a bar without a stated meaning cannot be read. ``x`` may be
@@ -164,7 +168,10 @@ def plot_errorbars(
     ax = fig.add_subplot()
     for name, (xs, ys, err) in series.items():
         style = {"marker": "o", "capsize": 3, **(styles or {}).get(name, {})}
-        ax.errorbar(list(xs), list(ys), yerr=list(err), label=name, **style)
+        bars = ax.errorbar(list(xs), list(ys), yerr=list(err), label=name, **style)
+        if name in (bands or {}):
+            label, low, high = bands[name]
+            ax.axhspan(low, high, color=bars.lines[0].get_color(), alpha=0.2, label=label)
     for (name, y), linestyle in zip((lines or {}).items(), cycle(("--", ":", "-."))):
         ax.axhline(y, color="k", linestyle=linestyle, label=name)
     ax.margins(x=0.1)
@@ -173,7 +180,7 @@ def plot_errorbars(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title}\nerror bars: {errors}" if title else f"error bars: {errors}")
-    if len(series) + len(lines or {}) > 1 or legend_title:
+    if len(series) + len(lines or {}) + len(bands or {}) > 1 or legend_title:
         ax.legend(title=legend_title)
     ax.grid(alpha=0.3)
     return _finish(fig, path)

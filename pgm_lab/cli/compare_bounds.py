@@ -4,10 +4,17 @@ For each training objective (default ``elbo iwae-5 iwae-50``) a fresh VAE and am
 are trained with :func:`pgm_lab.train.fit` (dynamic binarization, checkpoints), then evaluated
 on the statically binarized test set with IWAE-k for every ``--eval-k`` (default
 ``1 5 50 5000``; ``k = 1`` is the ELBO) from one stream of ``max(k)`` particles per point
-(:func:`pgm_lab.infer.iwae_curve`), plus active units, ESS and PSIS k-hat. Writes
+(:func:`pgm_lab.infer.iwae_curve`), plus active units, ESS and PSIS k-hat, and measured
+against an annealed importance sampling estimate of log p(x) (:func:`pgm_lab.infer.ais`,
+``--ais-steps``, ``--ais-chains``) and against importance sampling with the prior as proposal
+at the largest k. ``--bdmc N`` adds the bidirectional Monte Carlo sandwich of log p(x) on N
+images simulated from each trained model (:func:`pgm_lab.infer.bdmc`); ``--model
+FILE.py:FACTORY`` trains the user's ``(model, guide)`` pair in place of the VAE. Writes
 ``results.json`` (one entry per training objective), PNG figures and image grids to
 ``--out``, and prints a Markdown table. Burda, Grosse & Salakhutdinov (2015), "Importance
-Weighted Autoencoders".
+Weighted Autoencoders"; Wu, Burda, Salakhutdinov & Grosse (2017), "On the quantitative
+analysis of decoder-based generative models"; Grosse, Ghahramani & Adams (2015),
+"Sandwiching the marginal likelihood using bidirectional Monte Carlo".
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from ..infer import (
     ESTIMATORS,
     IWAE,
     active_units,
-    iwae_curve,
+    bdmc,
     posterior_means,
+    simulate,
     standard_error,
 )
+from ..infer.report import evaluate_model
 from ..models import VAE
 from ..optim import Adam
 from ..plots import image_grid, plot_curves, plot_errorbars
@@ -47,11 +56,14 @@ from ._args import (
     plain,
     seed,
 )
+from ._factory import ModelFactory, build_pair, model_factory
 
 __all__ = ["register", "run", "parse_objective", "compare_bounds"]
 
 DEFAULT_OBJECTIVES = ("elbo", "iwae-5", "iwae-50")
 DEFAULT_EVAL_K = (1, 5, 50, 5000)
+DEFAULT_AIS_STEPS = 300  # digits, 360 test images: ~30 s CPU per model on one thread
+DEFAULT_AIS_CHAINS = 16
 MAX_TRAIN_K = 10_000
 
 
@@ -94,6 +106,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="hidden widths of encoder and decoder, each at most 100000")
     p.add_argument("--eval-k", type=int_in(1, 100_000), nargs="+", default=list(DEFAULT_EVAL_K),
                    help="numbers of particles of the test bounds, each at most 100000")
+    p.add_argument("--ais-steps", type=int_in(1, 100_000), default=DEFAULT_AIS_STEPS,
+                   help="annealing steps of the AIS estimate of log p(x) (and of --bdmc), at "
+                        "most 100000; more steps tighten it, at 10 gradient evaluations each")
+    p.add_argument("--ais-chains", type=int_in(1, 10_000), default=DEFAULT_AIS_CHAINS,
+                   help="AIS chains per test image, at most 10000")
+    p.add_argument("--bdmc", type=int_in(1, 100_000), default=None, metavar="N",
+                   help="also sandwich log p(x) between forward and reverse AIS on N images "
+                        "simulated from each trained model, at most 100000")
+    p.add_argument("--model", type=model_factory, default=None, metavar="FILE.py:FACTORY",
+                   help="train FACTORY(D)'s (model, guide) instead of the VAE (D: pixels per "
+                        "image; the file is imported, which runs it; --z-dim and --hidden are "
+                        "then unused)")
     p.add_argument("--n-train", type=int_in(2, 10**9), default=None,
                    help="use only the first N train images")
     p.add_argument("--n-test", type=int_in(2, 10**9), default=None,
@@ -178,20 +202,22 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
         # optimizer for all parameters instead of one per parameter (faster steps).
         pyro.clear_param_store()  # every run starts from the same initialization
         torch.manual_seed(args.seed)
-        vae = VAE(d, args.z_dim, args.hidden).to(device)
-        guide = AmortizedNormal(d, args.z_dim, args.hidden).to(device)
-        history = fit(vae.model, guide, x_train, loss=_loss(objective, k, args.estimator),
+        vae, model, guide = _build(args.model, d, args.z_dim, args.hidden, device)
+        history = fit(model, guide, x_train, loss=_loss(objective, k, args.estimator),
                       optim=Adam({"lr": args.lr}), epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, device=device,
                       checkpoint=out / "checkpoints" / f"{name}.pt", resume=args.resume,
                       progress=args.progress, transform=dynamic_binarize, desc=f"train {name}",
                       num_threads=args.threads)
-        pyro.set_rng_seed((args.seed + 1) % (SEED_MAX + 1))
         t0 = time.perf_counter()
-        est = iwae_curve(vae.model, guide, x_test, ks=eval_k, batch_size=args.eval_batch_size,
-                         progress=args.progress)
+        # Every run sees the same random numbers, also after a resume (seeded, then restored).
+        evaluation = evaluate_model(
+            model, guide, x_test, ks=tuple(eval_k), ais_steps=args.ais_steps,
+            ais_chains=args.ais_chains, seed=(args.seed + 1) % (SEED_MAX + 1),
+            batch_size=args.eval_batch_size, progress=args.progress)
         eval_seconds = time.perf_counter() - t0
-        units = active_units(posterior_means(guide, x_test))
+        est, summary = evaluation.curve, evaluation.bounds
+        units = None if vae is None else active_units(posterior_means(guide, x_test))
         run = {
             "objective": objective,
             "k_train": k,
@@ -206,7 +232,13 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
             "khat_median": None if est.khat is None else float(est.khat.median()),
             "khat_frac_above_0.7": None if est.khat is None
             else float((est.khat > 0.7).double().mean()),
+            "ais": {"mean": summary.ais, "stderr": summary.ais_stderr},
+            "gap_to_ais": {str(kk): {"mean": summary.gap_to_ais[kk],
+                                     "stderr": summary.gap_stderr[kk]} for kk in eval_k},
+            "prior_is": {str(kk): v for kk, v in summary.prior_is.items()},
         }
+        if args.bdmc:
+            run["bdmc"] = _sandwich(model, guide, args.bdmc, d, args, device)
         if reference is None:
             reference = est.bounds
         # Paired over test points (same images): far more precise than the unpaired stderr.
@@ -215,8 +247,9 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
         run["delta_stderr"] = {str(kk): standard_error(d) for kk, d in diffs.items()}
         runs.append(run)
         curves[name] = history.loss
-        _save_grids(vae, guide, x_test, out, name, args.seed)
-        _plot_bounds(runs, out / "bounds_vs_k.png", args.estimator)
+        if vae is not None:
+            _save_grids(vae, guide, x_test, out, name, args.seed)
+        _plot_bounds(runs, out / "bounds_vs_k.png", args.estimator, args.ais_steps)
     plot_curves(curves, out / "training_curves.png",
                 ylabel="training objective: negative bound (nats per example)",
                 title="training objective (each curve its own bound)\n"
@@ -229,11 +262,38 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
         "eval_k": eval_k,
         "config": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                    "z_dim": args.z_dim, "hidden": list(args.hidden), "seed": args.seed,
-                   "device": str(device), "estimator": args.estimator},
+                   "device": str(device), "estimator": args.estimator,
+                   "model": "vae" if args.model is None else args.model.spec,
+                   "ais_steps": args.ais_steps, "ais_chains": args.ais_chains,
+                   "bdmc": args.bdmc},
         "runs": runs,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _build(factory: ModelFactory | None, d: int, z_dim: int, hidden: list[int],
+           device: torch.device) -> tuple[VAE | None, Any, Any]:
+    """``(vae, model, guide)``: the built-in VAE and its guide, or ``--model``'s pair (``vae``
+    None)."""
+    if factory is not None:
+        return None, *build_pair(factory, d, device)
+    vae = VAE(d, z_dim, hidden).to(device)
+    return vae, vae.model, AmortizedNormal(d, z_dim, hidden).to(device)
+
+
+def _sandwich(model: Any, guide: Any, n: int, d: int, args: argparse.Namespace,
+              device: torch.device) -> dict[str, Any]:
+    """BDMC on ``n`` images simulated from the trained ``model`` (the latents that generated
+    them are exact posterior samples): means and standard errors over the images of the lower
+    and upper bounds of log p(x) and of their gap."""
+    seed = (args.seed + 2) % (SEED_MAX + 1)
+    x_sim, latents = simulate(model, torch.zeros(n, d, device=device), seed=seed)
+    res = bdmc(model, guide, x_sim, latents=latents, num_steps=args.ais_steps,
+               num_chains=args.ais_chains, seed=seed)
+    return {"n": n, **{key: {"mean": float(v.mean()), "stderr": standard_error(v)}
+                       for key, v in (("lower", res.lower), ("upper", res.upper),
+                                      ("gap", res.gap))}}
 
 
 def _save_grids(vae: VAE, guide: AmortizedNormal, x_test: torch.Tensor, out: Path, name: str,
@@ -254,32 +314,48 @@ def _save_grids(vae: VAE, guide: AmortizedNormal, x_test: torch.Tensor, out: Pat
                          "(reconstruction: E[x | z] at z = mean of q(z | x))")
 
 
-def _plot_bounds(runs: list[dict[str, Any]], path: Path, estimator: str) -> None:
-    series = {}
+def _plot_bounds(runs: list[dict[str, Any]], path: Path, estimator: str,
+                 ais_steps: int) -> None:
+    series, bands = {}, {}
     for run in runs:
         ks = [int(k) for k in run["bounds"]]
-        series[_run_name(run["objective"], run["k_train"], estimator)] = (
-            ks, [run["bounds"][str(k)] for k in ks], [run["stderr"][str(k)] for k in ks])
+        name = _run_name(run["objective"], run["k_train"], estimator)
+        series[name] = (ks, [run["bounds"][str(k)] for k in ks],
+                        [run["stderr"][str(k)] for k in ks])
+        # The band's width is the paired standard error of AIS - IWAE-max(k): the precision of
+        # the comparison on the same images, not the spread of log p(x) over images.
+        mean, err = run["ais"]["mean"], run["gap_to_ais"][str(ks[-1])]["stderr"]
+        bands[name] = (f"{name}: AIS ({ais_steps} steps) ± paired s.e.", mean - err, mean + err)
     plot_errorbars(series, path, xlabel="k (test particles)",
                    ylabel="test IWAE-k bound (nats per example)",
                    errors="± 1 standard error over test images",
-                   title="test bound vs k, per training objective",
-                   legend_title="training objective", logx=True)
+                   title="test bound vs k, per training objective\n"
+                         "(bands: each model's AIS estimate of log p(x))",
+                   legend_title="training objective", bands=bands, logx=True)
 
 
 def format_table(results: dict[str, Any]) -> str:
     """The Markdown table printed by the command (one row per training objective)."""
     ks = [str(k) for k in results["eval_k"]]
-    head = ["training objective", *[f"k={k}" for k in ks], f"ESS of {ks[-1]}",
-            "PSIS k-hat (share > 0.7)", "active units", "train s"]
+    bdmc_n = results["config"]["bdmc"]
+    head = ["training objective", *[f"k={k}" for k in ks],
+            f"AIS ({results['config']['ais_steps']} steps)", f"prior IS (K={ks[-1]})",
+            *([f"BDMC lower / upper (gap), {bdmc_n} simulated"] if bdmc_n else []),
+            f"ESS of {ks[-1]}", "PSIS k-hat (share > 0.7)", "active units", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in results["runs"]:
         name = _run_name(run["objective"], run["k_train"], run["estimator"])
         cells = [f"{run['bounds'][k]:.2f} ± {run['stderr'][k]:.2f}" for k in ks]
         khat = ("n/a" if run["khat_median"] is None else
                 f"{run['khat_median']:.2f} ({run['khat_frac_above_0.7']:.0%})")
-        lines.append("| " + " | ".join([name, *cells, f"{run['ess_mean']:.1f}", khat,
-                                        str(run["active_units"]),
+        cells.append(f"{run['ais']['mean']:.2f} ± {run['ais']['stderr']:.2f}")
+        cells.append(f"{run['prior_is'][ks[-1]]:.2f}")
+        if bdmc_n:
+            b = run["bdmc"]
+            cells.append(f"{b['lower']['mean']:.2f} / {b['upper']['mean']:.2f} "
+                         f"({b['gap']['mean']:.3f} ± {b['gap']['stderr']:.3f})")
+        units = "n/a" if run["active_units"] is None else str(run["active_units"])
+        lines.append("| " + " | ".join([name, *cells, f"{run['ess_mean']:.1f}", khat, units,
                                         f"{run['train_seconds']:.1f}"]) + " |")
     first = results["runs"][0]
     name0 = _run_name(first["objective"], first["k_train"], first["estimator"])
@@ -290,6 +366,13 @@ def format_table(results: dict[str, Any]) -> str:
     if deltas:
         lines.append(f"\npaired difference of the k={k} bound vs {name0} (same test images): "
                      + "; ".join(deltas))
+    gaps = [f"{_run_name(r['objective'], r['k_train'], r['estimator'])} "
+            f"{r['gap_to_ais']['1']['mean']:+.2f} ± {r['gap_to_ais']['1']['stderr']:.2f} / "
+            f"{r['gap_to_ais'][k]['mean']:+.3f} ± {r['gap_to_ais'][k]['stderr']:.3f}"
+            for r in results["runs"] if "1" in r["gap_to_ais"]]
+    if gaps:
+        lines.append(f"AIS minus ELBO / minus the k={k} bound (paired over test images): "
+                     + "; ".join(gaps))
     return "\n".join(lines)
 
 
@@ -306,6 +389,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"ESS: effective sample size of the k={results['eval_k'][-1]} importance weights, mean "
           "over test points; PSIS k-hat: median over test points (share above 0.7, where "
           "importance sampling is unreliable)")
+    print("AIS: annealed importance sampling estimate of log p(x), "
+          f"{results['config']['ais_chains']} chains per image (a stochastic lower bound "
+          "that becomes exact as --ais-steps grows); prior IS: "
+          f"importance sampling with p(z) as proposal, K={results['eval_k'][-1]}"
+          + ("; BDMC: forward / reverse AIS bounds on images simulated from the model"
+             if results["config"]["bdmc"] else ""))
     print(f"wrote {Path(args.out) / 'results.json'} and figures in {args.out} "
           f"({time.perf_counter() - t0:.0f} s)")
     return 0

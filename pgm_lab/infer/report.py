@@ -13,10 +13,10 @@ import torch
 from ..errors import ConfigError
 from ..plots import plot_errorbars
 from .ais import ais, data_device, seeded
-from .bounds import _check_count, iwae, iwae_curve
+from .bounds import BoundEstimates, _check_count, iwae, iwae_curve
 from .diagnostics import standard_error
 
-__all__ = ["ModelBounds", "BoundReport", "bound_report"]
+__all__ = ["ModelBounds", "BoundReport", "bound_report", "ModelEvaluation", "evaluate_model"]
 
 
 class ModelBounds(NamedTuple):
@@ -160,24 +160,45 @@ def bound_report(models: Mapping[str, tuple[Callable, Callable]], x: torch.Tenso
         raise ConfigError(f"ks must be a non-empty sequence of ints >= 1, got {ks!r}; try "
                           "(1, 5, 50, 5000)")
     ks = tuple(sorted({_check_count("each k", k) for k in ks}))
-    rows = {}
-    device = data_device((x,))
-    for name, (model, guide) in pairs.items():
-        with seeded(seed, device):
-            curve = iwae_curve(model, guide, x, ks=ks, batch_size=batch_size,
-                               plate_name=plate_name, progress=progress)
-        with seeded(seed, device):
-            prior = iwae(model, _prior_proposal, x, num_particles=max(ks),
-                         batch_size=batch_size, plate_name=plate_name, progress=progress)
-        a = ais(model, guide, x, num_steps=ais_steps, num_chains=ais_chains,
-                leapfrog_steps=leapfrog_steps, seed=seed, plate_name=plate_name)
-        gaps = {k: a - curve.bounds[k] for k in ks}
-        rows[name] = ModelBounds(
-            bounds={k: float(b.mean()) for k, b in curve.bounds.items()},
-            stderr={k: standard_error(b) for k, b in curve.bounds.items()},
-            ais=float(a.mean()), ais_stderr=standard_error(a),
-            gap_to_ais={k: float(g.mean()) for k, g in gaps.items()},
-            gap_stderr={k: standard_error(g) for k, g in gaps.items()},
-            prior_is={max(ks): float(prior.mean())})
+    rows = {name: evaluate_model(model, guide, x, ks=ks, ais_steps=ais_steps,
+                                 ais_chains=ais_chains, leapfrog_steps=leapfrog_steps,
+                                 seed=seed, batch_size=batch_size, plate_name=plate_name,
+                                 progress=progress).bounds
+            for name, (model, guide) in pairs.items()}
     return BoundReport(int(x.shape[0]), ks, ais_steps, rows)
 
+
+class ModelEvaluation(NamedTuple):
+    """Result of :func:`evaluate_model`: the summary ``bounds`` (:class:`ModelBounds`), the
+    per-point ``curve`` (:class:`pgm_lab.infer.BoundEstimates`, with ESS and k-hat) and the
+    per-point AIS estimates ``ais [N]``."""
+
+    bounds: ModelBounds
+    curve: BoundEstimates
+    ais: torch.Tensor
+
+
+def evaluate_model(model: Callable, guide: Callable, x: torch.Tensor, *, ks: tuple[int, ...],
+                   ais_steps: int, ais_chains: int, leapfrog_steps: int = 10, seed: int = 0,
+                   batch_size: int | None = None, plate_name: str = "data",
+                   progress: bool | None = None) -> ModelEvaluation:
+    """One model's row of :func:`bound_report` (same settings, ``ks`` sorted and distinct),
+    with the per-point values it summarizes."""
+    device = data_device((x,))
+    with seeded(seed, device):
+        curve = iwae_curve(model, guide, x, ks=ks, batch_size=batch_size,
+                           plate_name=plate_name, progress=progress)
+    with seeded(seed, device):
+        prior = iwae(model, _prior_proposal, x, num_particles=max(ks), batch_size=batch_size,
+                     plate_name=plate_name, progress=progress)
+    a = ais(model, guide, x, num_steps=ais_steps, num_chains=ais_chains,
+            leapfrog_steps=leapfrog_steps, seed=seed, plate_name=plate_name)
+    gaps = {k: a - curve.bounds[k] for k in ks}
+    row = ModelBounds(
+        bounds={k: float(b.mean()) for k, b in curve.bounds.items()},
+        stderr={k: standard_error(b) for k, b in curve.bounds.items()},
+        ais=float(a.mean()), ais_stderr=standard_error(a),
+        gap_to_ais={k: float(g.mean()) for k, g in gaps.items()},
+        gap_stderr={k: standard_error(g) for k, g in gaps.items()},
+        prior_is={max(ks): float(prior.mean())})
+    return ModelEvaluation(row, curve, a)

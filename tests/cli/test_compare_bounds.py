@@ -10,7 +10,8 @@ from pgm_lab.cli.main import main
 from pgm_lab.errors import ConfigError
 
 TINY = ["--epochs", "2", "--hidden", "16", "--z-dim", "2", "--n-train", "200", "--n-test", "30",
-        "--eval-k", "1", "3", "60", "--batch-size", "50", "--no-progress"]
+        "--eval-k", "1", "3", "60", "--batch-size", "50", "--no-progress",
+        "--ais-steps", "20", "--ais-chains", "4"]
 
 
 def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
@@ -19,8 +20,10 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
             "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert ("| training objective | k=1 | k=3 | k=60 | ESS of 60 | PSIS k-hat (share > 0.7) | "
-            "active units | train s |") in printed
+    assert ("| training objective | k=1 | k=3 | k=60 | AIS (20 steps) | prior IS (K=60) | "
+            "ESS of 60 | PSIS k-hat (share > 0.7) | active units | train s |") in printed
+    assert "AIS minus ELBO / minus the k=60 bound (paired over test images): elbo-dreg +" \
+        in printed
     assert "ESS: effective sample size of the k=60 importance weights" in printed
     assert "| iwae-3-dreg |" in printed and "| elbo-dreg |" in printed
     assert "paired difference of the k=60 bound vs elbo-dreg" in printed
@@ -37,6 +40,14 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
         assert r["bounds"]["60"] > r["bounds"]["1"]  # IWAE-60 is far tighter than the ELBO
         assert 0 <= r["active_units"] <= 2 and r["train_seconds"] > 0
         assert len(r["train_loss"]) == 2
+        # AIS from the guide is above the ELBO it starts from; prior IS is a finite estimate
+        gap = r["gap_to_ais"]["1"]
+        assert gap["mean"] > 3 * gap["stderr"] > 0
+        assert r["ais"]["mean"] == pytest.approx(r["bounds"]["1"] + gap["mean"], abs=1e-4)
+        assert r["ais"]["stderr"] > 0 and list(r["prior_is"]) == ["60"]
+        assert math.isfinite(r["prior_is"]["60"]) and "bdmc" not in r
+    assert res["config"]["ais_steps"] == 20 and res["config"]["ais_chains"] == 4
+    assert res["config"]["model"] == "vae" and res["config"]["bdmc"] is None
     assert set(res["runs"][0]["delta_vs_first"].values()) == {0.0}
     d = res["runs"][1]["delta_vs_first"]["60"]
     assert d == pytest.approx(res["runs"][1]["bounds"]["60"] - res["runs"][0]["bounds"]["60"],
@@ -50,6 +61,7 @@ def test_end_to_end_writes_schema_table_figures_and_resumes(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     for a, b in zip(res["runs"], again["runs"]):
         assert a["bounds"] == b["bounds"] and a["train_loss"] == b["train_loss"]
+        assert a["ais"] == b["ais"] and a["prior_is"] == b["prior_is"]
         assert a["train_seconds"] == b["train_seconds"]
 
 
@@ -58,13 +70,29 @@ def test_table_has_ess_and_khat_columns():
            "bounds": {"1": -40.0, "50": -39.0}, "stderr": {"1": 0.5, "50": 0.25},
            "active_units": 3, "train_seconds": 1.0, "ess_mean": 12.345, "khat_median": 0.61,
            "khat_frac_above_0.7": 0.125, "delta_vs_first": {"1": 0.0, "50": 0.0},
-           "delta_stderr": {"1": 0.0, "50": 0.0}}
-    without_khat = {**run, "k_train": 2, "khat_median": None, "khat_frac_above_0.7": None}
-    lines = format_table({"eval_k": [1, 50], "runs": [run, without_khat]}).splitlines()
-    assert lines[0] == ("| training objective | k=1 | k=50 | ESS of 50 | PSIS k-hat (share > 0.7) "
-                        "| active units | train s |")
-    assert lines[2] == "| iwae-5 | -40.00 ± 0.50 | -39.00 ± 0.25 | 12.3 | 0.61 (12%) | 3 | 1.0 |"
-    assert lines[3].startswith("| iwae-2 | -40.00 ± 0.50 | -39.00 ± 0.25 | 12.3 | n/a |")
+           "delta_stderr": {"1": 0.0, "50": 0.0}, "ais": {"mean": -38.5, "stderr": 0.24},
+           "prior_is": {"50": -60.0},
+           "gap_to_ais": {"1": {"mean": 1.5, "stderr": 0.1}, "50": {"mean": 0.5, "stderr": 0.01}}}
+    without_khat = {**run, "k_train": 2, "khat_median": None, "khat_frac_above_0.7": None,
+                    "active_units": None}
+    config = {"ais_steps": 300, "ais_chains": 16, "bdmc": None}
+    lines = format_table({"eval_k": [1, 50], "runs": [run, without_khat],
+                          "config": config}).splitlines()
+    assert lines[0] == ("| training objective | k=1 | k=50 | AIS (300 steps) | prior IS (K=50) | "
+                        "ESS of 50 | PSIS k-hat (share > 0.7) | active units | train s |")
+    assert lines[2] == ("| iwae-5 | -40.00 ± 0.50 | -39.00 ± 0.25 | -38.50 ± 0.24 | -60.00 | "
+                        "12.3 | 0.61 (12%) | 3 | 1.0 |")
+    assert lines[3] == ("| iwae-2 | -40.00 ± 0.50 | -39.00 ± 0.25 | -38.50 ± 0.24 | -60.00 | "
+                        "12.3 | n/a | n/a | 1.0 |")
+    assert lines[-1] == ("AIS minus ELBO / minus the k=50 bound (paired over test images): "
+                         "iwae-5 +1.50 ± 0.10 / +0.500 ± 0.010; iwae-2 +1.50 ± 0.10 / "
+                         "+0.500 ± 0.010")
+    bdmc = {"n": 10, "lower": {"mean": -38.0, "stderr": 0.3}, "upper": {"mean": -37.9,
+            "stderr": 0.3}, "gap": {"mean": 0.1, "stderr": 0.02}}
+    lines = format_table({"eval_k": [1, 50], "runs": [{**run, "bdmc": bdmc}],
+                          "config": {**config, "bdmc": 10}}).splitlines()
+    assert "| BDMC lower / upper (gap), 10 simulated |" in lines[0]
+    assert "| -38.50 ± 0.24 | -60.00 | -38.00 / -37.90 (0.100 ± 0.020) | 12.3 |" in lines[2]
 
 
 def test_figures_say_what_they_show(tmp_path, monkeypatch):
@@ -89,6 +117,9 @@ def test_figures_say_what_they_show(tmp_path, monkeypatch):
     assert curves.get_legend().get_title().get_text() == "objective"
     (bounds,) = figures["bounds_vs_k.png"].axes
     assert "error bars: ± 1 standard error over test images" in bounds.get_title()
+    assert "(bands: each model's AIS estimate of log p(x))" in bounds.get_title()
+    labels = bounds.get_legend_handles_labels()[1]
+    assert "iwae-3: AIS (20 steps) ± paired s.e." in labels
     (rec,) = figures["reconstructions_iwae-3.png"].axes
     assert [t.get_text() for t in rec.get_yticklabels()][:2] == ["test input", "reconstruction"]
     assert rec.get_title().startswith("iwae-3: test inputs and their reconstructions")
@@ -120,6 +151,13 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     (["--seed", "-1"], 2, "argument --seed: expected an integer in [0, 4294967295], got -1"),
     (["--z-dim", str(10**12)], 2, "argument --z-dim: expected an integer in [1, 10000]"),
     (["--objectives", "iwae-5", "iwae-5"], 2, "expected distinct --objectives"),
+    (["--ais-steps", "0"], 2, "argument --ais-steps: expected an integer in [1, 100000], got 0"),
+    (["--ais-chains", "0"], 2, "argument --ais-chains: expected an integer in [1, 10000]"),
+    (["--bdmc", "-3"], 2, "argument --bdmc: expected an integer in [1, 100000], got -3"),
+    (["--model", "models.py"], 2, "argument --model: expected FILE.py:FACTORY, got 'models.py'"),
+    (["--model", "/nonexistent.py:make"], 2,
+     "argument --model: expected an existing Python file FILE.py before ':make', got "
+     "'/nonexistent.py' (missing)"),
     (["--dataset", "mnist"], 2, "--dataset mnist needs --data-dir DIR"),
     # runtime errors (1)
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], 2,
@@ -173,3 +211,77 @@ def test_default_optimizer_trains_exactly_like_pyro_adam(tmp_path, monkeypatch):
                          weights_only=True)["param_store"]["params"] for d in ("ours", "pyro")]
     assert len(params[0]) == 8
     torch.testing.assert_close(params[0], params[1])
+
+
+DAG_FACTORY = '''
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pgm_lab.dag import DAG
+from pgm_lab.guides import AmortizedNormal
+
+
+def make(d):
+    """A declared DAG z -> x with a neural conditional, and an amortized guide over z."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, d))
+    dag = DAG({"z": dist.Normal(torch.zeros(2), 1.0).to_event(1),
+               "x": lambda z: dist.Bernoulli(logits=net(z)).to_event(1)})
+
+    def model(x):
+        pyro.module("decoder", net)
+        return dag.model({"x": x})
+
+    return model, AmortizedNormal(d, 2, (16,))
+
+
+not_callable = 3
+
+
+def wrong(d):
+    return make(d)[0]
+'''
+
+
+def test_a_declared_dag_trains_through_model_flag_with_bdmc(tmp_path, capsys):
+    (tmp_path / "dag_model.py").write_text(DAG_FACTORY)
+    out = tmp_path / "run"
+    argv = ["compare-bounds", *TINY, "--objectives", "elbo", "--bdmc", "12",
+            "--model", f"{tmp_path / 'dag_model.py'}:make", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| BDMC lower / upper (gap), 12 simulated |" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["model"].endswith("dag_model.py:make")
+    (r,) = res["runs"]
+    assert r["active_units"] is None and r["train_loss"][-1] < r["train_loss"][0]
+    assert r["gap_to_ais"]["1"]["mean"] > 3 * r["gap_to_ais"]["1"]["stderr"]
+    b = r["bdmc"]
+    assert b["n"] == 12
+    assert b["gap"]["mean"] == pytest.approx(b["upper"]["mean"] - b["lower"]["mean"], abs=1e-4)
+    # the sandwich holds within its standard error (reverse AIS is a stochastic upper bound)
+    assert b["gap"]["mean"] > -3 * b["gap"]["stderr"]
+    assert {p.name for p in out.iterdir()} >= {"bounds_vs_k.png", "training_curves.png"}
+    assert not list(out.glob("samples_*.png"))  # image grids are the built-in VAE's
+
+
+@pytest.mark.parametrize(("spec", "code", "message"), [
+    ("dag_model.py:missing", 2, "argument --model: expected "),
+    ("dag_model.py:not_callable", 2, "argument --model: expected 'not_callable' in "),
+    ("broken.py:make", 2, "argument --model: importing "),
+    ("dag_model.py:wrong", 1, "dag_model.py:wrong: expected the factory to return a (model, "
+                              "guide) pair of callables, got function"),
+])
+def test_a_bad_model_factory_is_one_clear_line(tmp_path, capsys, spec, code, message):
+    (tmp_path / "dag_model.py").write_text(DAG_FACTORY)
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    argv = ["compare-bounds", *TINY, "--epochs", "1", "--objectives", "elbo",
+            "--model", str(tmp_path / spec), "--out", str(tmp_path / "out")]
+    try:
+        got = main(argv)
+    except SystemExit as exc:
+        got = exc.code
+    assert got == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert "--model" in err
