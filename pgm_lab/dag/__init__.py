@@ -14,8 +14,10 @@ approximate inference, learning, BIF input/output and pictures::
     dag.sample(1000, seed=0)                # dict name -> tensor [1000]
     alarm = read_bif("alarm")               # bundled bnlearn network
 
-Modules: :mod:`.spec` (``node``, ``cpt``), :mod:`.core` (``DAG``), :mod:`.exact` (variable
-elimination), :mod:`.importance`, :mod:`.learn`, :mod:`.bif`, :mod:`.render`,
+Modules: :mod:`.spec` (``node``, ``cpt``, ``gaussian``), :mod:`.core` (``DAG``),
+:mod:`.exact` (variable elimination, all marginals), :mod:`.mpe` (MPE, marginal MAP) on
+:mod:`.maxplus`, :mod:`.independence` (d-separation, back-door sets), :mod:`.lingauss`
+(linear-Gaussian networks), :mod:`.importance`, :mod:`.learn`, :mod:`.bif`, :mod:`.render`,
 :mod:`.networks`.
 """
 
@@ -25,16 +27,18 @@ from .core import DAG
 from .importance import ImportanceResult, importance_log_evidence
 from .interop import to_pgmpy
 from .networks import available as available_networks
-from .spec import CPT, Node, cpt, node
+from .spec import CPT, LinearGaussian, Node, cpt, gaussian, node
 
 __all__ = [
     "CPT",
     "DAG",
     "DAGError",
     "ImportanceResult",
+    "LinearGaussian",
     "Node",
     "available_networks",
     "cpt",
+    "gaussian",
     "importance_log_evidence",
     "node",
     "parse_bif",

@@ -26,7 +26,7 @@ from torch.distributions import Bernoulli, Categorical, Distribution
 from ..errors import DAGError
 from .graph import suggest, topological_order
 from .logprob import exact_log_prob
-from .spec import CPT, Node, as_node
+from .spec import CPT, LinearGaussian, Node, as_node
 
 __all__ = ["DAG", "Discrete"]
 
@@ -346,7 +346,8 @@ class DAG:
             if isinstance(value, str):
                 raise DAGError(f"node {name!r} is continuous: expected a number or tensor, got "
                                f"the state name {value!r}; try a float value")
-            return _as_tensor(name, value, torch.get_default_dtype())
+            keep = isinstance(value, torch.Tensor) and value.is_floating_point()  # e.g. float64
+            return _as_tensor(name, value, value.dtype if keep else torch.get_default_dtype())
         if isinstance(value, str) or (isinstance(value, (list, tuple)) and value
                                       and all(isinstance(v, str) for v in value)):
             names = [value] if isinstance(value, str) else list(value)
@@ -663,17 +664,24 @@ class DAG:
 
         Returns:
             dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence); with
-            ``joint=True`` one float64 tensor ``[*batch, card(q_1), ..., card(q_k)]``.
+            ``joint=True`` one float64 tensor ``[*batch, card(q_1), ..., card(q_k)]``. For
+            linear-Gaussian query nodes (:func:`~pgm_lab.dag.gaussian`) the exact Gaussian
+            posterior instead: dict ``name -> Normal`` (batch ``[*batch]``), or one
+            ``MultivariateNormal`` with ``joint=True`` (:mod:`pgm_lab.dag.lingauss`).
 
         Raises:
             DAGError: unknown nodes or states, evidence of probability zero.
             InferenceError: the query, the evidence or an ancestor is not discrete.
         """
         from .exact import joint_posterior, posterior
+        from .lingauss import posterior as gaussian_posterior
 
+        names = [query] if isinstance(query, str) else (
+            list(query) if isinstance(query, Iterable) else [])
+        if names and all(isinstance(self._spec.get(q), LinearGaussian) for q in names):
+            return gaussian_posterior(self, names, evidence, joint=joint)
         if joint:
-            return joint_posterior(self, [query] if isinstance(query, str) else list(query),
-                                   evidence)
+            return joint_posterior(self, names, evidence)
         return posterior(self, query, evidence)
 
     def marginals(self, evidence: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
@@ -752,7 +760,8 @@ class DAG:
 
         Args:
             evidence: ``name -> value`` merged with this DAG's evidence.
-            method: ``"exact"`` (variable elimination, discrete networks, float64) or
+            method: ``"exact"`` (variable elimination, discrete networks, float64; the closed
+                form of :mod:`pgm_lab.dag.lingauss` for linear-Gaussian evidence) or
                 ``"importance"`` (likelihood weighting with the prior as proposal, or
                 ``guide``; any network).
             num_samples: number of importance samples ``K``.
@@ -769,7 +778,11 @@ class DAG:
                 raise ConfigError("return_info=True needs method='importance' (the exact "
                                   "method has no standard error)")
             from .exact import log_evidence
+            from .lingauss import log_evidence as gaussian_log_evidence
 
+            observed = {**self._evidence, **(evidence or {})}
+            if observed and all(isinstance(self._spec.get(k), LinearGaussian) for k in observed):
+                return gaussian_log_evidence(self, evidence)
             return log_evidence(self, evidence)
         if method == "importance":
             from .importance import importance_log_evidence

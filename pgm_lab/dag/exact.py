@@ -438,6 +438,9 @@ def joint_log(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | No
     Raises:
         DAGError: unknown or repeated query nodes.
     """
+    if not queries or not all(isinstance(q, str) for q in queries):
+        raise DAGError(f"expected a non-empty list of query node names, got {queries!r}; try "
+                       "posterior(['lung', 'bronc'], joint=True)")
     if len(set(queries)) != len(queries):
         raise DAGError(f"expected distinct query nodes, got {list(queries)}")
     for q in queries:

@@ -48,7 +48,8 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoNormal
 
 from ..errors import ConfigError, DAGError
-from .spec import CPT, Node
+from .lingauss import fit_regression
+from .spec import CPT, LinearGaussian, Node
 
 if TYPE_CHECKING:
     from .core import DAG
@@ -81,8 +82,10 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     Args:
         dag: the DAG (left unchanged by ``"counts"``).
         data: ``name -> values [N]`` (state names or indices for discrete nodes).
-        method: ``"counts"``, ``"em"``, ``"svi"``, or ``"auto"`` -- counts when every node is
-            a table (CPT or discrete root), else SVI.
+        method: ``"counts"``, ``"em"``, ``"regression"`` (least squares for
+            :func:`~pgm_lab.dag.gaussian` nodes, :func:`pgm_lab.dag.lingauss.fit_regression`),
+            ``"svi"``, or ``"auto"`` -- regression when every node is linear-Gaussian, counts
+            when every node is a table (CPT or discrete root), else SVI.
         pseudo_count: Dirichlet pseudo-count :math:`\\alpha \\ge 0` added to every cell
             (``"counts"``); a float, or a mapping ``name -> tensor`` broadcastable to the table.
         guide: ``"svi"`` only; default ``AutoNormal`` over unobserved continuous nodes.
@@ -93,6 +96,7 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
 
     Returns:
         ``"counts"``: a new :class:`~pgm_lab.dag.DAG` with the estimated tables.
+        ``"regression"``: a new DAG with the least-squares linear-Gaussian nodes.
         ``"em"``: a new DAG; ``log_likelihood_`` lists the data log-likelihood of the initial
         and of every updated set of tables (non-decreasing; the last is the returned DAG's).
         ``"svi"``: ``dag`` itself (its parameters live in Pyro's param store and modules),
@@ -111,8 +115,12 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
         dag._check_name(k)
     if method == "auto":
         # all-table networks have no Pyro parameters for SVI to train: counts (which needs
-        # complete data and says so); anything with callables: SVI
-        method = "counts" if _all_tables(dag) else "svi"
+        # complete data and says so); linear-Gaussian ones: least squares; else SVI
+        method = ("counts" if _all_tables(dag) else
+                  "regression" if all(isinstance(dag.spec[n], LinearGaussian) for n in dag.nodes)
+                  else "svi")
+    if method == "regression":
+        return fit_regression(dag, data)
     if method == "counts":
         return _fit_counts(dag, data, pseudo_count)
     if method == "em":
@@ -123,7 +131,8 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
                               f"pseudo_count=0 with method='svi', got {pseudo_count!r}; try "
                               "a prior inside the conditionals")
         return _fit_svi(dag, data, guide, svi_kwargs)
-    raise ConfigError(f"method must be 'auto', 'counts', 'em' or 'svi', got {method!r}")
+    raise ConfigError(f"method must be 'auto', 'counts', 'em', 'regression' or 'svi', got "
+                      f"{method!r}")
 
 
 def _all_tables(dag: DAG) -> bool:

@@ -13,6 +13,7 @@ A DAG spec maps node names to one of
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from torch.distributions import Distribution
 
 from ..errors import DAGError
 
-__all__ = ["CPT", "Node", "as_node", "cpt", "node"]
+__all__ = ["CPT", "LinearGaussian", "Node", "as_node", "cpt", "gaussian", "node"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,74 @@ class CPT:
         (broadcast against each other; batch shape = their broadcast shape)."""
         idx = tuple(torch.as_tensor(v).long() for v in values)
         return dist.Categorical(probs=self.table[idx] if idx else self.table)
+
+
+@dataclass(frozen=True, eq=False)
+class LinearGaussian(Node):
+    """A linear-Gaussian conditional :math:`x \\mid u \\sim N(b_0 + w^\\top u, \\sigma^2)`.
+
+    Attributes (besides :class:`Node`'s): ``coef`` float64 ``[m]`` (one weight per parent),
+    ``intercept`` :math:`b_0` and ``scale`` :math:`\\sigma > 0` (floats).
+    """
+
+    coef: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    intercept: float = 0.0
+    scale: float = 1.0
+
+
+def gaussian(parents: Sequence[str], coef: Sequence[float] | torch.Tensor,
+             intercept: float = 0.0, scale: float = 1.0) -> LinearGaussian:
+    """A (conditional) linear-Gaussian node for a :class:`DAG` spec.
+
+    .. math:: p(x \\mid u_1, \\dots, u_m) = N\\big(x;\\ b_0 + \\textstyle\\sum_j w_j u_j,\\
+        \\sigma^2\\big)
+
+    A network of such nodes is one multivariate normal, so
+    :meth:`~pgm_lab.dag.DAG.posterior` and ``log_evidence(method="exact")`` are exact and
+    closed form there (:mod:`pgm_lab.dag.lingauss`), and :meth:`~pgm_lab.dag.DAG.fit` is
+    least squares. Parents must be continuous (linear-Gaussian) nodes.
+
+    Args:
+        parents: names of the ``m`` parents.
+        coef: the ``m`` weights :math:`w_j`, aligned with ``parents``.
+        intercept: :math:`b_0`.
+        scale: the standard deviation :math:`\\sigma > 0`.
+
+    Raises:
+        DAGError: parents not a list of distinct names, ``coef`` of the wrong length or not
+            finite, ``scale`` not positive.
+
+    Example:
+        >>> x = gaussian([], [], intercept=1.0, scale=2.0)
+        >>> y = gaussian(["x"], [0.5], intercept=-5.0, scale=2.0)
+    """
+    if isinstance(parents, str) or not all(isinstance(p, str) for p in parents):
+        raise DAGError(f"gaussian parents must be a list of node names, got {parents!r}; "
+                       "try gaussian(['a'], [0.5])")
+    parents = tuple(parents)
+    if len(set(parents)) != len(parents):
+        raise DAGError(f"gaussian parents must be distinct, got {list(parents)}")
+    try:
+        w = torch.as_tensor(coef, dtype=torch.float64).reshape(-1)
+        b0, sigma = float(intercept), float(scale)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DAGError(f"gaussian coef, intercept and scale must be numbers: {exc}") from exc
+    if w.numel() != len(parents):
+        raise DAGError(f"gaussian with parents {list(parents)} needs {len(parents)} coef, got "
+                       f"{w.numel()}; try coef=[{', '.join(['1.0'] * len(parents))}]")
+    if not (bool(torch.isfinite(w).all()) and math.isfinite(b0)):
+        raise DAGError(f"gaussian coef and intercept must be finite, got coef={w.tolist()}, "
+                       f"intercept={b0}")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise DAGError(f"gaussian scale must be a positive float, got {scale!r}; try scale=1.0")
+
+    def conditional(*values: torch.Tensor) -> dist.Normal:
+        loc = torch.as_tensor(b0, dtype=torch.float64)
+        for wj, v in zip(w, values):
+            loc = loc + wj * torch.as_tensor(v, dtype=torch.float64)
+        return dist.Normal(loc, torch.as_tensor(sigma, dtype=torch.float64))
+
+    return LinearGaussian(parents, conditional, coef=w, intercept=b0, scale=sigma)
 
 
 def cpt(
@@ -182,7 +251,7 @@ def node(fn: Callable[..., Distribution], parents: Sequence[str] = ()) -> Node:
 
 def as_node(name: str, value: object) -> Node | CPT:
     """Turn one spec entry into a :class:`Node` or :class:`CPT` (validates its form)."""
-    if isinstance(value, (Node, CPT)):
+    if isinstance(value, (Node, CPT)):  # LinearGaussian is a Node
         return value
     if isinstance(value, Distribution):
         if value.batch_shape != ():

@@ -352,3 +352,11 @@ def test_joint_posterior_matches_brute_force_and_marginals():
     assert batched.shape == (3, 2, 2)
     torch.testing.assert_close(batched[0].sum(-1), dag.posterior("lung", ev)["lung"])
     torch.testing.assert_close(batched[1, :, 0], torch.zeros(2, dtype=torch.float64))
+
+
+def test_joint_posterior_refuses_empty_repeated_or_unknown_queries():
+    dag = read_bif("asia")
+    for bad, msg in (([], "non-empty list"), (["lung", "lung"], "distinct"),
+                     (["lnug"], "did you mean 'lung'")):
+        with pytest.raises(DAGError, match=msg):
+            dag.posterior(bad, joint=True)
