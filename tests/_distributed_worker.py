@@ -108,9 +108,27 @@ def main() -> None:
                   "iwae": iwae(model, lg.exact_guide, x, num_particles=7),
                   "curve": iwae_curve(model, lg.exact_guide, x, ks=(1, 2, 4))._asdict()}
         result["rows"] = sorted(rows)
+        result.update(train_rbm(ctx.rank))
     torch.save(result, f"{out}.{ctx.rank}")
     torch.distributed.barrier()  # rank 0 hosts the rendezvous store: leave together
     torch.distributed.destroy_process_group()
+
+
+def train_rbm(rank: int) -> dict:
+    """PCD-1 on 2 ranks from rank-dependent initial weights: the broadcast and the averaged
+    gradients must leave equal parameters, each rank with its own Gibbs noise."""
+    from pgm_lab.rbm import RBM, ContrastiveDivergence
+    from pgm_lab.train import fit
+
+    pyro.clear_param_store()
+    torch.manual_seed(rank)
+    rbm = RBM(6, 3)
+    v = (torch.rand(40, 6, generator=torch.Generator().manual_seed(2)) < 0.5).float()
+    cd = ContrastiveDivergence(k=1, persistent=True, seed=4)
+    fit(rbm, None, v, loss=cd, optim=pyro.optim.SGD({"lr": 0.1}), epochs=2, batch_size=10,
+        device="cpu", progress=False)
+    return {"rbm": {k: t.detach().clone() for k, t in rbm.state_dict().items()},
+            "gibbs_seed": cd._generator.initial_seed()}
 
 
 def evaluation_problem() -> tuple:

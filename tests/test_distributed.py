@@ -94,7 +94,20 @@ def test_a_dead_rank_makes_the_others_fail_clearly_within_the_timeout(tmp_path):
     assert time.monotonic() - t0 < LAUNCH_TIMEOUT
 
 
-def test_sharded_evaluation_returns_every_point_in_data_order(tmp_path):
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> list[dict]:
+    """One launch of the worker's "evaluate" mode (sharded bounds, then a PCD run)."""
+    folder = tmp_path_factory.mktemp("evaluate")
+    return results(folder, launch(folder, "evaluate", "out"))
+
+
+def test_pcd_ranks_share_parameters_and_draw_their_own_gibbs_noise(evaluated):
+    for name, value in evaluated[0]["rbm"].items():
+        torch.testing.assert_close(evaluated[1]["rbm"][name], value, msg=name)
+    assert [r["gibbs_seed"] for r in evaluated] == [4, 5]
+
+
+def test_sharded_evaluation_returns_every_point_in_data_order(evaluated):
     lg, x = evaluation_problem()
     # from the exact posterior every AIS weight is p(x_n) too: the path's targets are
     # p(z | x_n) p(x_n)^beta
@@ -104,7 +117,7 @@ def test_sharded_evaluation_returns_every_point_in_data_order(tmp_path):
             "curve": iwae_curve(lg.model, lg.exact_guide, x, ks=(1, 2, 4))._asdict()}
     torch.testing.assert_close(want["iwae"], lg.log_prob(x))  # the oracle is exact
     torch.testing.assert_close(want["ais"], lg.log_prob(x))
-    for rank, got in enumerate(results(tmp_path, launch(tmp_path, "evaluate", "out"))):
+    for rank, got in enumerate(evaluated):
         assert got["rows"] == [6 - rank]  # each rank evaluated its share only: 6 + 5 points
         torch.testing.assert_close(got["ais"], want["ais"])
         torch.testing.assert_close(got["elbo"], want["elbo"])

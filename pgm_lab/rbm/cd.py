@@ -21,6 +21,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ..checkpoint import require
+from ..distributed import current
 from ..errors import CheckpointError, ConfigError
 from .energy import EnergyDistribution, EnergyModel
 from .gibbs import gibbs_step
@@ -51,6 +52,11 @@ class ContrastiveDivergence(ELBO):
 
     The loss holds state (persistent chains and its generator): :meth:`state_dict` /
     :meth:`load_state_dict` let :func:`pgm_lab.train.fit` checkpoint and resume exactly.
+
+    Data-parallel (:func:`pgm_lab.train.fit` under ``torchrun``): each rank computes the
+    statistics of its share of the minibatch with its own Gibbs noise (``seed + rank``) and,
+    for PCD, its own ``num_chains`` persistent chains; ``fit`` averages the gradients over
+    ranks (the minibatch mean when the shares are equal) and checkpoints every rank's chains.
 
     Args:
         k: Gibbs steps per update (``>= 1``).
@@ -128,6 +134,9 @@ class ContrastiveDivergence(ELBO):
     def _gen(self, device: torch.device) -> torch.Generator:
         if self._generator is None:
             seed = self.seed if self.seed is not None else int(torch.randint(2**62, ()).item())
+            ctx = current()
+            if ctx is not None and self.seed is not None:  # each rank its own Gibbs noise
+                seed += ctx.rank
             self._generator = torch.Generator(device=device).manual_seed(seed)
         return self._generator
 
