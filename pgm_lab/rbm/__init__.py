@@ -12,6 +12,7 @@ from .cd import ContrastiveDivergence
 from .energy import EnergyDistribution, EnergyModel
 from .gibbs import GibbsKernel, GibbsResult, gibbs, gibbs_step
 from .partition import AISResult, ais, ais_schedule, exact_log_partition, log_partition
+from .pcd import centered_parameters, persistent_cd
 from .rbm import RBM
 from .tempering import ParallelTempering, PTResult, parallel_tempering, swap_log_acceptance
 
@@ -30,6 +31,8 @@ __all__ = [
     "ais",
     "ais_schedule",
     "AISResult",
+    "persistent_cd",
+    "centered_parameters",
     "ParallelTempering",
     "PTResult",
     "parallel_tempering",

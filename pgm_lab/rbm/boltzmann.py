@@ -6,12 +6,16 @@ Osindero & Hinton (2008) and the RBM are its special cases.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from ..train import History
 from .bernoulli import bernoulli_logits
 from .energy import EnergyModel
+from .pcd import persistent_cd
 
 __all__ = ["BoltzmannMachine"]
 
@@ -217,6 +221,14 @@ class BoltzmannMachine(EnergyModel):
         mu_c = mu.clamp(torch.finfo(mu.dtype).tiny, 1 - torch.finfo(mu.dtype).eps)
         entropy = -(mu_c * mu_c.log() + (1 - mu_c) * torch.log1p(-mu_c)).sum(-1)
         return self.energy(v, mu) - entropy
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def fit(self, data: Any, **kwargs: Any) -> History:
+        """Train by PCD with :func:`pgm_lab.rbm.pcd.persistent_cd` (keyword arguments go to
+        it): exact positive phase while the hidden layer is uncoupled or small, mean field
+        otherwise; ``sampler="pt"`` for parallel tempering in the negative phase."""
+        return persistent_cd(self, data, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, visible_couplings="
