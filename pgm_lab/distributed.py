@@ -32,8 +32,8 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from .errors import ConfigError, InferenceError, PgmLabError, TrainingError
 
 __all__ = ["Context", "DEFAULT_TIMEOUT", "BUCKET_BYTES", "launched", "init_process_group",
-           "context", "current", "shard", "broadcast_", "average_gradients", "gather_objects",
-           "any_rank", "evaluate_sharded"]
+           "context", "current", "is_main_process", "leave", "shard", "broadcast_",
+           "average_gradients", "gather_objects", "any_rank", "evaluate_sharded"]
 
 #: How long a collective waits for the other ranks before failing (a dead or stalled rank).
 DEFAULT_TIMEOUT = timedelta(minutes=5)
@@ -92,6 +92,25 @@ def current(timeout: timedelta = DEFAULT_TIMEOUT) -> Context | None:
     if not (dist.is_available() and dist.is_initialized()):
         return None
     return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), timeout=timeout)
+
+
+def is_main_process() -> bool:
+    """Whether this process should write files and print: rank 0, or no process group."""
+    ctx = current()
+    return ctx is None or ctx.is_main
+
+
+def leave() -> None:
+    """Wait for every rank, then leave the process group (if any).
+
+    Rank 0 hosts the rendezvous store: a rank still using it when rank 0 exits would abort.
+    """
+    ctx = current()
+    if ctx is None:
+        return
+    with _collective(ctx, "waiting for the other ranks to finish", TrainingError):
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def context(distributed: bool | str, device: torch.device | None = None) -> Context | None:

@@ -138,3 +138,18 @@ def test_distributed_true_without_torchrun_is_a_config_error(monkeypatch):
         train(1, distributed=True)
     with pytest.raises(ConfigError, match="distributed must be"):
         train(1, distributed="yes")
+
+
+@pytest.mark.slow
+def test_torchrun_compare_bounds_trains_evaluates_and_reports_once(tmp_path):
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            f"--master_port={_free_port()}", "-m", "pgm_lab", "compare-bounds", "--epochs", "1",
+            "--hidden", "16", "--z-dim", "2", "--n-train", "200", "--n-test", "31",
+            "--objectives", "elbo", "--eval-k", "1", "5", "--ais-steps", "5", "--ais-chains",
+            "2", "--no-progress", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| training objective |") == 1  # rank 0 alone prints
+    assert (out / "results.json").exists() and (out / "checkpoints" / "elbo.pt").exists()

@@ -29,6 +29,7 @@ import pyro
 import torch
 
 from ..data import DATASETS, dynamic_binarize, image_shape, load_dataset
+from ..distributed import is_main_process
 from ..errors import ConfigError
 from ..guides import AmortizedNormal
 from ..infer import (
@@ -247,14 +248,17 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
         run["delta_stderr"] = {str(kk): standard_error(d) for kk, d in diffs.items()}
         runs.append(run)
         curves[name] = history.loss
+        if not is_main_process():  # under torchrun: every rank evaluates, rank 0 writes
+            continue
         if vae is not None:
             _save_grids(vae, guide, x_test, out, name, args.seed)
         _plot_bounds(runs, out / "bounds_vs_k.png", args.estimator, args.ais_steps)
-    plot_curves(curves, out / "training_curves.png",
-                ylabel="training objective: negative bound (nats per example)",
-                title="training objective (each curve its own bound)\n"
-                      "lower is better within a curve; not comparable across curves",
-                legend_title="objective")
+    if is_main_process():
+        plot_curves(curves, out / "training_curves.png",
+                    ylabel="training objective: negative bound (nats per example)",
+                    title="training objective (each curve its own bound)\n"
+                          "lower is better within a curve; not comparable across curves",
+                    legend_title="objective")
     results = {
         "dataset": args.dataset,
         "n_train": int(x_train.shape[0]),
@@ -268,7 +272,8 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
                    "bdmc": args.bdmc},
         "runs": runs,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    if is_main_process():
+        (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -383,6 +388,8 @@ def run(args: argparse.Namespace) -> int:
         results = compare_bounds(args)
     finally:
         torch.set_num_threads(threads)  # --threads only for this job, not the caller's process
+    if not is_main_process():
+        return 0
     print(f"compare-bounds on {results['dataset']} (test n={results['n_test']}; mean test bound "
           "in nats per example ± standard error over test points)")
     print(format_table(results))

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..errors import PgmLabError
 from ._args import Parser
 
@@ -94,7 +94,9 @@ def _run(argv: Sequence[str] | None) -> int:
         return 0
     prog = getattr(args, "_prog", parser.prog)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        distributed.leave()  # under torchrun: all ranks exit together
+        return code
     except BrokenPipeError:
         raise
     except (PgmLabError, OSError, MemoryError, RuntimeError) as exc:

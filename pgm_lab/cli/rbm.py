@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import save_atomic
+from ..distributed import is_main_process
 from ..rbm.partition import MAX_EXACT_UNITS
 from ._args import (
     SEED_MAX,
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, device=device, checkpoint=args.checkpoint,
                       resume=args.resume, progress=args.progress, callbacks=[track])
     train_seconds = time.perf_counter() - t0
+    if not is_main_process():  # under torchrun the other ranks helped train; rank 0 reports
+        return 0
     rbm = rbm.cpu()
 
     ll = _log_likelihoods(rbm, train, test, args)
