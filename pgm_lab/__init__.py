@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .dag import DAG, cpt, node, read_bif
+from .dag import DAG, cpt, learn_structure, node, read_bif
 from .errors import DAGError, PgmLabError, PgmLabWarning
 
-__all__ = ["DAG", "DAGError", "PgmLabError", "PgmLabWarning", "__version__", "cpt", "node",
-           "read_bif"]
+__all__ = ["DAG", "DAGError", "PgmLabError", "PgmLabWarning", "__version__", "cpt",
+           "learn_structure", "node", "read_bif"]

@@ -17,7 +17,8 @@ approximate inference, learning, BIF input/output and pictures::
 Modules: :mod:`.spec` (``node``, ``cpt``, ``gaussian``), :mod:`.core` (``DAG``),
 :mod:`.exact` (variable elimination, all marginals), :mod:`.mpe` (MPE, marginal MAP) on
 :mod:`.maxplus`, :mod:`.independence` (d-separation, back-door sets), :mod:`.lingauss`
-(linear-Gaussian networks), :mod:`.importance`, :mod:`.learn`, :mod:`.bif`, :mod:`.render`,
+(linear-Gaussian networks), :mod:`.importance`, :mod:`.learn`, :mod:`.structure`
+(``learn_structure``), :mod:`.bif`, :mod:`.render`,
 :mod:`.networks`.
 """
 
@@ -28,6 +29,7 @@ from .importance import ImportanceResult, importance_log_evidence
 from .interop import to_pgmpy
 from .networks import available as available_networks
 from .spec import CPT, LinearGaussian, Node, cpt, gaussian, node
+from .structure import learn_structure
 
 __all__ = [
     "CPT",
@@ -40,6 +42,7 @@ __all__ = [
     "cpt",
     "gaussian",
     "importance_log_evidence",
+    "learn_structure",
     "node",
     "parse_bif",
     "read_bif",
