@@ -336,7 +336,8 @@ def parse_bif(text: str, source: str = "<string>") -> DAG:
             if v not in states:
                 raise DAGError(f"{source}:{sc.line(ctok)}: probability block uses variable "
                                f"{_clip(v)}, which is not declared{suggest(v, states)}; try adding "
-                               f"'variable {v} {{ type discrete [ K ] {{ ... }}; }}'")
+                               f"'variable {v if len(v) <= 60 else '<name>'} "
+                               "{ type discrete [ K ] { ... }; }'")
         if len(set(parents)) != len(parents):
             raise DAGError(f"{source}:{sc.line(ctok)}: probability block of {_clip(child)} lists a "
                            f"parent twice: {_short(parents)}")

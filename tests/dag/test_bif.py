@@ -278,3 +278,11 @@ def test_probability_blocks_may_precede_the_variables_they_use():
     _same(dag, parse_bif(dag.to_bif()))
     with pytest.raises(DAGError, match="<string>:2: .*variable 'c', which is not declared"):
         parse_bif(text.replace("( b | a )", "( b | c )"))
+
+
+def test_undeclared_long_variable_name_is_clipped_in_the_hint_too():
+    name = "v" * 5000
+    text = f"network n {{}}\nprobability ( {name} ) {{\n  table 0.5, 0.5;\n}}\n"
+    with pytest.raises(DAGError, match="not declared") as info:
+        parse_bif(text)
+    assert len(str(info.value)) < 400 and "'variable <name> { type discrete" in str(info.value)
