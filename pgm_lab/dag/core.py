@@ -11,7 +11,6 @@ the nodes is derived by topological sort. Instances are immutable: :meth:`DAG.co
 
 from __future__ import annotations
 
-import operator
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,10 +22,12 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import Bernoulli, Categorical, Distribution
 
-from ..errors import DAGError
+from ..errors import ConfigError, DAGError, InferenceError
+from . import exact, importance, independence, learn, lingauss, mpe, render
 from .graph import suggest, topological_order
 from .logprob import exact_log_prob
 from .spec import CPT, LinearGaussian, Node, as_node
+from .util import forked_rng, positive_int
 
 __all__ = ["DAG", "Discrete"]
 
@@ -305,8 +306,6 @@ class DAG:
         Raises:
             InferenceError: one of ``names`` (default: all nodes) is not discrete.
         """
-        from ..errors import InferenceError
-
         info = self._discrete()
         names = self.nodes if names is None else names
         out = {}
@@ -506,7 +505,7 @@ class DAG:
             dims: dict[str, int] = {}
             values: dict[str, torch.Tensor] = {}
             try:
-                with torch.no_grad(), _rng(0):
+                with torch.no_grad(), forked_rng(0):
                     for n in self.nodes:
                         dims[n] = len(self._conditional(n, values).event_shape)
                         values[n] = self._sample_node(n, values, (1,))
@@ -611,14 +610,14 @@ class DAG:
             dict ``name -> tensor [n, *event_shape]``; discrete nodes give state indices
             (float ``0.``/``1.`` for Bernoulli nodes).
         """
-        n = _positive_int(n, "n")
+        n = positive_int(n, "n")
         obs = {k: self._to_value(k, v) for k, v in self._evidence.items()}
         bad = [k for k, v in obs.items()
                if v.dim() > self._event_dim(k) and v.shape[0] not in (1, n)]
         if bad:
             raise DAGError(f"expected evidence batches of size n={n} (or 1), got other sizes on "
                            f"{bad}; try sample(n) with n equal to the evidence batch size")
-        with torch.no_grad(), _rng(seed):
+        with torch.no_grad(), forked_rng(seed):
             values, _ = self._ancestral((n,), obs)
         return values
 
@@ -673,16 +672,13 @@ class DAG:
             DAGError: unknown nodes or states, evidence of probability zero.
             InferenceError: the query, the evidence or an ancestor is not discrete.
         """
-        from .exact import joint_posterior, posterior
-        from .lingauss import posterior as gaussian_posterior
-
         names = [query] if isinstance(query, str) else (
             list(query) if isinstance(query, Iterable) else [])
         if names and all(isinstance(self._spec.get(q), LinearGaussian) for q in names):
-            return gaussian_posterior(self, names, evidence, joint=joint)
+            return lingauss.posterior(self, names, evidence, joint=joint)
         if joint:
-            return joint_posterior(self, names, evidence)
-        return posterior(self, query, evidence)
+            return exact.joint_posterior(self, names, evidence)
+        return exact.posterior(self, query, evidence)
 
     def marginals(self, evidence: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
         """Posterior marginals of every unobserved discrete node at once, exact.
@@ -696,9 +692,7 @@ class DAG:
         Returns:
             dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence).
         """
-        from .exact import marginals
-
-        return marginals(self, evidence)
+        return exact.marginals(self, evidence)
 
     def map(self, evidence: Mapping[str, Any] | None = None,
             query: str | Sequence[str] | None = None
@@ -715,42 +709,33 @@ class DAG:
             ``(assignment, log_prob)``: dict ``name -> long state index [*batch]`` and the
             float64 log joint :math:`\\log p(x^*, e)` ``[*batch]``.
         """
-        from .mpe import map_assignment
-
-        return map_assignment(self, evidence, query)
+        return mpe.map_assignment(self, evidence, query)
 
     # ------------------------------------------------------------------ independence
     def is_dseparated(self, x: str | Iterable[str], y: str | Iterable[str],
                       given: str | Iterable[str] = ()) -> bool:
         """Whether ``given`` d-separates ``x`` from ``y`` (so :math:`x \\perp y \\mid given`
         in every distribution of this graph); see :mod:`pgm_lab.dag.independence`."""
-        from .independence import _names, is_dseparated
-
-        for v in (*_names(x, "x"), *_names(y, "y"), *_names(given, "given")):
+        for v in (*independence.names(x, "x"), *independence.names(y, "y"),
+                  *independence.names(given, "given")):
             self._check_name(v)
-        return is_dseparated(self._parents, x, y, given)
+        return independence.is_dseparated(self._parents, x, y, given)
 
     def markov_blanket(self, name: str) -> tuple[str, ...]:
         """Parents, children and co-parents of ``name``, in topological order."""
-        from .independence import markov_blanket
-
-        blanket = markov_blanket(self._parents, self._check_name(name))
+        blanket = independence.markov_blanket(self._parents, self._check_name(name))
         return tuple(n for n in self.nodes if n in blanket)
 
     def independencies(self) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
         """The local Markov independencies ``(v, non-descendants, parents)``: each node is
         independent of its non-descendants (other than its parents) given its parents."""
-        from .independence import local_independencies
-
-        return local_independencies(self._parents, self.nodes)
+        return independence.local_independencies(self._parents, self.nodes)
 
     def adjustment_set(self, treatment: str, outcome: str) -> tuple[str, ...]:
         """A minimal back-door adjustment set ``Z`` for the effect of ``treatment`` on
         ``outcome``: :math:`p(y \\mid do(x)) = \\sum_z p(y \\mid x, z) p(z)` (Pearl 2009);
         see :func:`pgm_lab.dag.independence.adjustment_set`."""
-        from .independence import adjustment_set
-
-        return adjustment_set(self._parents, self.nodes, self._check_name(treatment),
+        return independence.adjustment_set(self._parents, self.nodes, self._check_name(treatment),
                               self._check_name(outcome))
 
     def log_evidence(self, evidence: Mapping[str, Any] | None = None, *, method: str = "exact",
@@ -771,24 +756,17 @@ class DAG:
                 :class:`~pgm_lab.dag.importance.ImportanceResult` (estimate, standard error,
                 effective sample size, log weights) instead of the tensor.
         """
-        from ..errors import ConfigError
-
         if method == "exact":
             if return_info:
                 raise ConfigError("return_info=True needs method='importance' (the exact "
                                   "method has no standard error)")
-            from .exact import log_evidence
-            from .lingauss import log_evidence as gaussian_log_evidence
-
             observed = {**self._evidence, **(evidence or {})}
             if observed and all(isinstance(self._spec.get(k), LinearGaussian) for k in observed):
-                return gaussian_log_evidence(self, evidence)
-            return log_evidence(self, evidence)
+                return lingauss.log_evidence(self, evidence)
+            return exact.log_evidence(self, evidence)
         if method == "importance":
-            from .importance import importance_log_evidence
-
-            res = importance_log_evidence(self, evidence, num_samples=num_samples, guide=guide,
-                                          seed=seed)
+            res = importance.importance_log_evidence(self, evidence, num_samples=num_samples,
+                                                     guide=guide, seed=seed)
             return res if return_info else res.log_evidence
         raise ConfigError(f"method must be 'exact' or 'importance', got {method!r}")
 
@@ -800,9 +778,7 @@ class DAG:
         table nodes, or SVI for learnable callables; arguments, math and references in
         :func:`pgm_lab.dag.learn.fit`. Returns a new DAG (counts, EM) or ``self`` (SVI).
         """
-        from .learn import fit
-
-        return fit(self, data, **kwargs)
+        return learn.fit(self, data, **kwargs)
 
     def to_bif(self, path: str | os.PathLike | None = None) -> str:
         """The network as BIF (bnlearn) text, also written to ``path`` if given.
@@ -821,9 +797,7 @@ class DAG:
         boxes; without the ``dot`` binary a DOT file and a text picture are written instead.
         See :func:`pgm_lab.dag.render.render`.
         """
-        from .render import render
-
-        return render(self, filename, format=format)
+        return render.render(self, filename, format=format)
 
 
 def _short(t: torch.Tensor) -> str:
@@ -840,32 +814,3 @@ def _as_tensor(name: str, value: Any, dtype: torch.dtype | None) -> torch.Tensor
     except (TypeError, ValueError, RuntimeError) as exc:
         raise DAGError(f"node {name!r}: expected a state name, an index or a tensor of "
                        f"them, got {value!r} ({exc}); try e.g. torch.tensor([0, 1])") from exc
-
-
-def _positive_int(value: Any, what: str, error: type[Exception] = DAGError) -> int:
-    """``value`` as a Python int >= 1 (numpy/torch integer scalars accepted, bools not)."""
-    try:
-        n = operator.index(value) if not isinstance(value, bool) else None
-    except TypeError:
-        n = None
-    if n is None or n < 1:
-        raise error(f"expected {what} to be a positive int, got {value!r}; try {what}=1000")
-    return n
-
-
-class _rng:
-    """``with _rng(seed):`` runs on a forked, seeded torch RNG (no-op for ``seed=None``)."""
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-        self._fork = None
-
-    def __enter__(self) -> None:
-        if self.seed is not None:
-            self._fork = torch.random.fork_rng(devices=[])
-            self._fork.__enter__()
-            torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._fork is not None:
-            self._fork.__exit__(*exc)

@@ -59,6 +59,7 @@ import torch
 
 from ..errors import DAGError, InferenceError
 from .graph import ancestors
+from .spec import CPT
 
 if TYPE_CHECKING:
     from .core import DAG
@@ -266,8 +267,6 @@ def _table_stats(dag: DAG, name: str, table: torch.Tensor | None = None
                  ) -> tuple[bool, float]:
     """Whether the table of ``name`` (``table`` if given) has a zero entry, and the log of its
     smallest positive entry (cached for fixed tables)."""
-    from .spec import CPT
-
     cache = dag._table_stats
     if name not in cache:
         table = dag.tables([name])[name] if table is None else table

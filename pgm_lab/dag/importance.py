@@ -40,6 +40,7 @@ from pyro.distributions.util import scale_and_mask
 
 from ..errors import ConfigError, DAGError, InferenceError
 from .logprob import exact_log_prob
+from .util import forked_rng, positive_int
 
 if TYPE_CHECKING:
     from .core import DAG
@@ -112,9 +113,7 @@ def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None,
     Returns:
         :class:`ImportanceResult` with fields of shape ``[]`` or ``[B]``.
     """
-    from .core import _positive_int, _rng
-
-    num_samples = _positive_int(num_samples, "num_samples", ConfigError)
+    num_samples = positive_int(num_samples, "num_samples", ConfigError)
     cond = dag.condition(evidence or {})
     if not cond._evidence:
         raise DAGError("importance sampling needs evidence: expected at least one observed "
@@ -125,7 +124,7 @@ def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None,
         raise DAGError(f"expected one batch size B for all evidence tensors, got lengths "
                        f"{sorted(sizes)}; try tensors [B] of equal length")
     b = sizes.pop() if sizes else None
-    with _rng(seed):
+    with forked_rng(seed):
         if guide is None:
             shape = (num_samples,) if b is None else (num_samples, b)
             with torch.no_grad():

@@ -25,13 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from ..errors import DAGError
 from .graph import ancestors
 
-__all__ = ["adjustment_set", "descendants", "is_dseparated", "local_independencies",
-           "markov_blanket"]
+__all__ = ["adjustment_set", "descendants", "is_backdoor", "is_dseparated",
+           "local_independencies", "markov_blanket", "names"]
 
 Parents = Mapping[str, Sequence[str]]
 
 
-def _names(x: str | Iterable[str], what: str) -> set[str]:
+def names(x: str | Iterable[str], what: str) -> set[str]:
     out = {x} if isinstance(x, str) else set(x)
     if not all(isinstance(v, str) for v in out):
         raise DAGError(f"expected {what} to be a node name or a list of names, got {x!r}")
@@ -61,7 +61,7 @@ def is_dseparated(parents: Parents, x: str | Iterable[str], y: str | Iterable[st
     Raises:
         DAGError: ``x``, ``y`` and ``given`` overlap.
     """
-    xs, ys, zs = _names(x, "x"), _names(y, "y"), _names(given, "given")
+    xs, ys, zs = names(x, "x"), names(y, "y"), names(given, "given")
     if xs & ys or (xs | ys) & zs:
         raise DAGError(f"expected disjoint node sets x, y and given, got x={sorted(xs)}, "
                        f"y={sorted(ys)}, given={sorted(zs)}")

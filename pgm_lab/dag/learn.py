@@ -48,6 +48,8 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoNormal
 
 from ..errors import ConfigError, DAGError
+from .exact import _BATCH, _contract, _factors
+from .graph import ancestors
 from .lingauss import fit_regression
 from .spec import CPT, LinearGaussian, Node
 
@@ -199,9 +201,6 @@ def _fit_counts(dag: DAG, data: Mapping[str, Any], pseudo_count: Any) -> DAG:
 
 def _expected_counts(dag: DAG, n: str, cols: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """:math:`\\sum_r p(x_n, x_{pa(n)} \\mid e_r)` as a table, one batched contraction."""
-    from .exact import _BATCH, _contract, _factors
-    from .graph import ancestors
-
     family = (*dag.parents(n), n)
     free = [v for v in family if v not in cols]
     if not free:
