@@ -1,15 +1,18 @@
-"""Undirected models: restricted and general Boltzmann machines and other binary energy models.
+"""Undirected models: restricted and general Boltzmann machines and other energy models.
 
 ``RBM`` (energy, free energy, conditionals, training by CD/PCD), ``BoltzmannMachine``
-(visible-visible and hidden-hidden couplings, mean field), parallel tempering, the Gibbs
-sampler and its :class:`pyro.infer.mcmc.MCMCKernel` (``GibbsKernel``), the
-``ContrastiveDivergence`` loss for :class:`pyro.infer.SVI` / :func:`pgm_lab.train.fit`,
-log-partition estimates (exact, AIS) and ArviZ diagnostics.
+(visible-visible and hidden-hidden couplings, mean field), ``GaussianBernoulliRBM``
+(real-valued data), parallel tempering, the Gibbs sampler and its
+:class:`pyro.infer.mcmc.MCMCKernel` (``GibbsKernel``), the ``ContrastiveDivergence`` loss for
+:class:`pyro.infer.SVI` / :func:`pgm_lab.train.fit`, PCD in one tight loop
+(``persistent_cd``, with centering), log-partition estimates (exact, AIS) and ArviZ
+diagnostics.
 """
 
 from .boltzmann import BoltzmannMachine
 from .cd import ContrastiveDivergence
 from .energy import EnergyDistribution, EnergyModel
+from .gaussian import GaussianBernoulliRBM
 from .gibbs import GibbsKernel, GibbsResult, gibbs, gibbs_step
 from .partition import AISResult, ais, ais_schedule, exact_log_partition, log_partition
 from .pcd import centered_parameters, persistent_cd
@@ -19,6 +22,7 @@ from .tempering import ParallelTempering, PTResult, parallel_tempering, swap_log
 __all__ = [
     "RBM",
     "BoltzmannMachine",
+    "GaussianBernoulliRBM",
     "GibbsKernel",
     "ContrastiveDivergence",
     "gibbs",

@@ -64,6 +64,9 @@ class EnergyModel(PyroModule):
     #: whether hidden units are independent given ``v`` (then :meth:`hidden_logits` is
     #: defined and :meth:`free_energy` has a closed form).
     hidden_factorized: bool = True
+    #: whether visible units are binary, so the visible layer can be enumerated (false for
+    #: Gaussian visible units, whose :meth:`hidden_free_energy` integrates them out).
+    visible_binary: bool = True
     #: whether :meth:`energy` is exactly :math:`-b^\top v - c^\top h - v^\top W h` in
     #: parameters ``W [V, H]``, ``b [V]``, ``c [H]`` (what annealed importance sampling uses).
     has_rbm_energy: bool = False

@@ -51,13 +51,19 @@ def log_partition(model: EnergyModel, method: str = "exact", *, return_result: b
 
 def _enumeration_plan(model: EnergyModel) -> tuple[int, str]:
     """``(enumerated units, layer)``: the cheapest layer whose free energy is closed-form given
-    that the *other* layer factorizes; ``"both"`` when neither does (``2^(V + H)`` terms)."""
+    that the *other* layer factorizes (the visible layer only if it is binary); ``"both"`` when
+    neither does (``2^(V + H)`` terms)."""
     plans = []
     if model.visible_factorized:
         plans.append((model.n_hidden, "hidden"))
-    if model.hidden_factorized:
+    if model.hidden_factorized and model.visible_binary:
         plans.append((model.n_visible, "visible"))
-    return min(plans) if plans else (model.n_visible + model.n_hidden, "both")
+    if plans:
+        return min(plans)
+    if not model.visible_binary:
+        raise InferenceError(f"{type(model).__name__} has continuous visible units and no "
+                             "closed-form hidden free energy; exact log Z is not available")
+    return model.n_visible + model.n_hidden, "both"
 
 
 def exact_log_partition(model: EnergyModel, *, max_units: int = MAX_EXACT_UNITS,
@@ -181,6 +187,22 @@ class _Annealer:
         self.set(torch.bernoulli(torch.sigmoid(logits), generator=self.gen))
 
 
+def _base_rate_path(model: EnergyModel, num_runs: int, gen: torch.Generator | None,
+                    base_data: object) -> tuple[_Annealer, torch.Tensor]:
+    r"""The RBM's path from the base-rate model :math:`E_A = -b_A^\top v`, and
+    :math:`\log Z_A`."""
+    w, b, c = (t.detach().to(torch.float64) for t in (model.W, model.b, model.c))
+    if base_data is not None:
+        p = model.check_visible(base_data, name="base_data").to(torch.float64).mean(0)
+        p = p.clamp(1e-3, 1 - 1e-3)
+        b_base = torch.log(p) - torch.log1p(-p)
+    else:
+        b_base = b.clone()
+    log_z_base = model.n_hidden * math.log(2.0) + softplus(b_base).sum()
+    v = torch.bernoulli(torch.sigmoid(b_base).expand(num_runs, -1), generator=gen)
+    return _Annealer(w, b, c, b_base, v, gen), log_z_base
+
+
 def _summarize(log_w: torch.Tensor, log_z_base: torch.Tensor, sign: int, num_betas: int,
                direction: str) -> AISResult:
     # forward: Z = Z_A E[w];  reverse: 1/Z = E[w] / Z_A, so log Z = log Z_A - log mean w.
@@ -236,7 +258,11 @@ def ais(
 
     Args:
         model: an energy model with the RBM energy (``model.has_rbm_energy``, e.g. an
-            :class:`~pgm_lab.rbm.RBM` whose ``energy`` is not overridden).
+            :class:`~pgm_lab.rbm.RBM` whose ``energy`` is not overridden), or one that
+            provides its own path: ``model.annealing_path(num_runs, generator, base_data)``
+            returning ``(annealer, log Z_0)``, the annealer holding states ``.v`` with
+            ``set(v)``, ``log_ratio(beta_to, beta_from)`` and ``step(beta)`` (e.g.
+            :class:`~pgm_lab.rbm.GaussianBernoulliRBM`).
         num_runs: independent annealing runs ``M``.
         num_betas: number of temperatures (schedule of :func:`ais_schedule`), or ``betas``.
         base_data: binary ``[N, V]`` whose visible means give :math:`b_A` (the "base-rate"
@@ -254,10 +280,12 @@ def ais(
         quantitative analysis of deep belief networks"; Burda, Grosse & Salakhutdinov (2015),
         "Accurate and conservative estimates of MRF log-likelihood using reverse annealing".
     """
-    if not getattr(model, "has_rbm_energy", False):
-        raise InferenceError(f"ais anneals the RBM energy -b.v - c.h - v.W.h, got "
-                             f"{type(model).__name__} whose has_rbm_energy is false; use "
-                             "exact_log_partition for other energies")
+    own_path = callable(getattr(model, "annealing_path", None))
+    if not (own_path or getattr(model, "has_rbm_energy", False)):
+        raise InferenceError(f"ais anneals the RBM energy -b.v - c.h - v.W.h or a path the "
+                             f"model provides (annealing_path), got {type(model).__name__} "
+                             "with neither (has_rbm_energy is false); use exact_log_partition "
+                             "for other energies")
     if not isinstance(num_runs, int) or num_runs < 2:
         raise ConfigError(f"num_runs must be an int >= 2, got {num_runs!r}")
     if isinstance(reverse_burn_in, bool) or not isinstance(reverse_burn_in, int) \
@@ -271,20 +299,13 @@ def ais(
                 or not (betas.diff() > 0).all():  # "not all >" also refuses NaN
             raise ConfigError("betas must be increasing from 0 to 1, e.g. ais_schedule(1000)")
     with torch.no_grad():
-        w, b, c = (t.detach().to(torch.float64) for t in (model.W, model.b, model.c))
-        dev = w.device
+        dev = next(model.parameters()).device
         gen = None if seed is None else torch.Generator(device=dev).manual_seed(seed)
-        if base_data is not None:
-            p = model.check_visible(base_data, name="base_data").to(torch.float64).mean(0)
-            p = p.clamp(1e-3, 1 - 1e-3)
-            b_base = torch.log(p) - torch.log1p(-p)
+        if own_path:
+            chain, log_z_base = model.annealing_path(num_runs, gen, base_data)
         else:
-            b_base = b.clone()
-        log_z_base = model.n_hidden * math.log(2.0) + softplus(b_base).sum()
+            chain, log_z_base = _base_rate_path(model, num_runs, gen, base_data)
         bl = betas.tolist()
-
-        v = torch.bernoulli(torch.sigmoid(b_base).expand(num_runs, -1), generator=gen)
-        chain = _Annealer(w, b, c, b_base, v, gen)
         log_w = torch.zeros(num_runs, dtype=torch.float64, device=dev)
         for k in range(1, len(bl)):
             log_w += chain.log_ratio(bl[k], bl[k - 1])
