@@ -646,7 +646,8 @@ class DAG:
 
     # ------------------------------------------------------------------ inference
     def posterior(self, query: str | Sequence[str], evidence: Mapping[str, Any] | None = None,
-                  *, joint: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
+                  *, joint: bool = False, method: str = "exact", num_samples: int = 10_000,
+                  seed: int | None = None) -> dict[str, Any] | torch.Tensor:
         """Exact posterior marginals :math:`p(q \\mid e)` by variable elimination.
 
         One ``opt_einsum`` contraction of the CPTs per query node, after pruning barren nodes
@@ -660,13 +661,20 @@ class DAG:
                 ``[B]`` (one batch size ``B`` for all tensors); merged with :attr:`evidence`
                 (a node observed in both must have the same value in both).
             joint: return the joint posterior tensor instead of the marginals.
+            method: ``"exact"``, or ``"importance"``: likelihood weighting for discrete query
+                nodes given any evidence (continuous included), with standard errors
+                (:func:`pgm_lab.dag.importance.importance_posterior`).
+            num_samples, seed: particles per evidence row and RNG seed (``"importance"``).
 
         Returns:
             dict ``name -> float64 probs [card]`` (``[B, card]`` with batched evidence); with
             ``joint=True`` one float64 tensor ``[*batch, card(q_1), ..., card(q_k)]``. For
             linear-Gaussian query nodes (:func:`~pgm_lab.dag.gaussian`) the exact Gaussian
             posterior instead: dict ``name -> Normal`` (batch ``[*batch]``), or one
-            ``MultivariateNormal`` with ``joint=True`` (:mod:`pgm_lab.dag.lingauss`).
+            ``MultivariateNormal`` with ``joint=True`` (:mod:`pgm_lab.dag.lingauss`). With
+            ``method="importance"``: dict ``name ->``
+            :class:`~pgm_lab.dag.importance.PosteriorEstimate` (``probs``, ``stderr``,
+            ``ess``).
 
         Raises:
             DAGError: unknown nodes or states, evidence of probability zero.
@@ -674,6 +682,16 @@ class DAG:
         """
         names = [query] if isinstance(query, str) else (
             list(query) if isinstance(query, Iterable) else [])
+        if method == "importance":
+            if joint or not names:
+                raise ConfigError("method='importance' estimates marginals of named nodes: "
+                                  f"expected joint=False and query names, got joint={joint}, "
+                                  f"query={query!r}")
+            return {q: importance.importance_posterior(self, q, evidence,
+                                                       num_samples=num_samples, seed=seed)
+                    for q in dict.fromkeys(names)}
+        if method != "exact":
+            raise ConfigError(f"method must be 'exact' or 'importance', got {method!r}")
         if names and all(isinstance(self._spec.get(q), LinearGaussian) for q in names):
             return lingauss.posterior(self, names, evidence, joint=joint)
         if joint:

@@ -367,3 +367,21 @@ def test_error_messages_say_what_was_expected_what_came_and_what_to_try():
             call()
         msg = str(info.value)
         assert "expected" in msg and "got" in msg and "try" in msg, msg
+
+
+def test_do_with_evidence_on_descendants_and_ancestors_matches_the_mutilated_joint():
+    # u -> x -> y, u -> y, y -> s: p(u | do(x=1), s=1) and p(y | do(x=1), s=1) by
+    # enumeration of the mutilated network p(u) [x=1] p(y | x, u) p(s | y)
+    pu = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    px = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
+    py = torch.tensor([[[0.8, 0.2], [0.4, 0.6]], [[0.5, 0.5], [0.1, 0.9]]], dtype=torch.float64)
+    ps = torch.tensor([[0.7, 0.3], [0.25, 0.75]], dtype=torch.float64)
+    dag = DAG({"u": cpt([], pu), "x": cpt(["u"], px), "y": cpt(["u", "x"], py),
+               "s": cpt(["y"], ps)})
+    joint = pu[:, None] * py[:, 1, :] * ps[:, 1][None, :]  # [u, y] with x = 1, s = 1
+    joint = joint / joint.sum()
+    post = dag.do({"x": 1}).posterior(["u", "y"], {"s": 1})
+    torch.testing.assert_close(post["u"], joint.sum(1))
+    torch.testing.assert_close(post["y"], joint.sum(0))
+    # conditioning instead of intervening changes p(u): x = 1 is evidence about u
+    assert (dag.posterior("u", {"x": 1, "s": 1})["u"] - joint.sum(1)).abs().max() > 0.05

@@ -160,3 +160,32 @@ def test_impossible_evidence_is_an_error_not_a_number():
     with pytest.raises(InferenceError, match="all 50 importance weights zero"):
         dag.log_evidence({"x": 1, "y": 0.0}, method="importance", num_samples=50,
                          guide=_categorical_guide("z", [0.5, 0.5]))
+
+
+def test_posterior_given_continuous_evidence_is_within_four_standard_errors_of_bayes():
+    from pgm_lab.dag.importance import PosteriorEstimate
+
+    dag = DAG({"a": cpt([], [0.2, 0.5, 0.3]),
+               "x": lambda a: dist.Normal(1.5 * a.double(), 1.0)})
+    x = torch.tensor([-0.5, 0.7, 1.6, 3.5], dtype=torch.float64)
+    est = dag.posterior("a", {"x": x}, method="importance", num_samples=20_000, seed=0)["a"]
+    assert isinstance(est, PosteriorEstimate) and est.probs.shape == (4, 3)
+    prior = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    lik = torch.exp(-0.5 * (x[:, None] - 1.5 * torch.arange(3.0, dtype=torch.float64)) ** 2)
+    exact = prior * lik / (prior * lik).sum(-1, keepdim=True)
+    z = (est.probs - exact).abs() / est.stderr
+    assert bool((z < 4).all()), z
+    torch.testing.assert_close(est.probs.sum(-1), torch.ones(4, dtype=torch.float64))
+    assert bool((est.ess > 1000).all())
+
+
+def test_importance_posterior_errors():
+    dag = DAG({"a": cpt([], [0.5, 0.5]), "x": lambda a: dist.Normal(a.double(), 1.0)})
+    with pytest.raises(DAGError, match="needs evidence"):
+        dag.posterior("a", method="importance")
+    with pytest.raises(DAGError, match="unobserved query"):
+        dag.posterior("a", {"a": 1, "x": 0.0}, method="importance")
+    with pytest.raises(DAGError, match="not discrete"):
+        dag.posterior("x", {"a": 1}, method="importance")
+    with pytest.raises(ConfigError, match="'exact' or 'importance'"):
+        dag.posterior("a", {"x": 0.0}, method="lw")
