@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import save_atomic
-from ..distributed import is_main_process
+from ..distributed import current, init_process_group, is_main_process, launched, leave
 from ..rbm.partition import MAX_EXACT_UNITS
 from ._args import (
     SEED_MAX,
@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     def track(epoch, record) -> None:  # noqa: ANN001
         test_pl.append(pseudo_ll(test))
 
+    if launched():  # under torchrun: join the process group (fit trains data-parallel in it)
+        init_process_group(device)
     t0 = time.perf_counter()
     history = rbm.fit(train, method=args.method, k=args.k, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
@@ -167,8 +169,11 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, device=device, checkpoint=args.checkpoint,
                       resume=args.resume, progress=args.progress, callbacks=[track])
     train_seconds = time.perf_counter() - t0
-    if not is_main_process():  # under torchrun the other ranks helped train; rank 0 reports
-        return 0
+    if current() is not None:  # under torchrun: the ranks trained together, rank 0 reports
+        main = is_main_process()
+        leave()  # before rank 0's evaluation, which may outlast the group's timeout
+        if not main:
+            return 0
     rbm = rbm.cpu()
 
     ll = _log_likelihoods(rbm, train, test, args)
