@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -86,6 +87,11 @@ class _NegativePhase:
         self.v = init
         self.h = None if self.pt is not None else model.init_hidden(init, gen)
 
+    def restart(self, v: torch.Tensor) -> None:
+        """Start the (non-persistent) chains at ``v``."""
+        self.v, self.h = v, None if self.model.hidden_factorized else \
+            self.model.init_hidden(v, self.gen)
+
     def advance(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(k):
             if self.pt is not None:
@@ -106,6 +112,7 @@ def persistent_cd(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     k: int = 1,
+    persistent: bool = True,
     num_chains: int | None = None,
     positive: str = "auto",
     sampler: str = "gibbs",
@@ -115,6 +122,7 @@ def persistent_cd(
     mean_field_iters: int = 30,
     seed: int | None = 0,
     num_threads: int | None = None,
+    callbacks: Sequence[Callable] = (),
 ) -> History:
     r"""Train ``model`` in place by PCD-k with SGD; returns the per-epoch :class:`History`.
 
@@ -127,6 +135,8 @@ def persistent_cd(
         momentum, weight_decay: SGD momentum; L2 decay of the weights and couplings (biases
             are not decayed).
         k: Gibbs sweeps (or PT steps) per update.
+        persistent: PCD; ``False`` is CD-k (Hinton 2002): the negative chains restart at the
+            minibatch at every update (``num_chains`` and ``sampler="pt"`` then do not apply).
         num_chains: persistent chains (default ``batch_size``), started at random data rows.
         positive: ``"exact"``, ``"mean-field"`` (needs the model's ``mean_field``) or
             ``"auto"``: exact unless hidden units interact and ``H`` exceeds
@@ -137,6 +147,8 @@ def persistent_cd(
         mean_field_iters: mean-field sweeps per positive phase.
         seed: seed of shuffling and sampling (``None``: torch's global RNG draws one).
         num_threads: torch threads while training (``None``: chosen from the step size).
+        callbacks: ``cb(epoch, record)`` after each epoch (a
+            :class:`pgm_lab.train.EpochRecord`); a truthy return stops training.
 
     Returns:
         :class:`pgm_lab.train.History`; ``loss`` is the mean of :math:`\bar F_\text{data} -
@@ -154,12 +166,19 @@ def persistent_cd(
         _check_number(name, value, lo, integer)
     if lr_final is not None:
         _check_number("lr_final", lr_final, 0)
+    if not isinstance(persistent, bool):
+        raise ConfigError(f"persistent must be True or False, got {persistent!r}")
     if num_chains is not None:
+        if not persistent:
+            raise ConfigError("num_chains only applies to persistent=True (PCD); CD starts "
+                              "one chain per data point")
         _check_number("num_chains", num_chains, 1, True)
     if positive not in ("auto", "exact", "mean-field"):
         raise ConfigError(f"positive must be 'auto', 'exact' or 'mean-field', got {positive!r}")
     if sampler not in ("gibbs", "pt"):
         raise ConfigError(f"sampler must be 'gibbs' or 'pt', got {sampler!r}")
+    if sampler == "pt" and not persistent:
+        raise ConfigError("sampler='pt' needs persistent chains; use persistent=True")
     if positive == "auto":
         exact = model.hidden_factorized or model.n_hidden <= EXACT_POSITIVE_MAX_HIDDEN
         positive = "exact" if exact else "mean-field"
@@ -208,6 +227,8 @@ def persistent_cd(
             loss_sum = 0.0
             for start in range(0, n, batch_size):
                 v_pos = x[order[start:start + batch_size]]
+                if not persistent:
+                    negative.restart(v_pos)
                 v_neg, h_neg = negative.advance(k)
                 if lr_final is not None:
                     for g in optim.param_groups:
@@ -224,12 +245,15 @@ def persistent_cd(
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise TrainingError(f"non-finite parameters after epoch {epoch}; lower lr "
                                     f"(got {lr})")
-            history.epochs.append(EpochRecord(epoch=epoch, loss=loss_sum / n,
-                                              seconds=time.perf_counter() - t0,
-                                              steps=steps_per_epoch))
+            record = EpochRecord(epoch=epoch, loss=loss_sum / n,
+                                 seconds=time.perf_counter() - t0, steps=steps_per_epoch)
+            history.epochs.append(record)
             if negative.pt is not None:
                 history.swap_rates.append(negative.pt.swap_rates.tolist())
                 negative.pt.reset_rates()
+            with torch.enable_grad():
+                if any([cb(epoch, record) for cb in callbacks]):
+                    break
     return history
 
 

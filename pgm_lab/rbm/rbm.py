@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from .bernoulli import bernoulli_logits
 from .energy import EnergyModel, softplus
+from .pcd import persistent_cd
 
 __all__ = ["RBM"]
 
@@ -287,8 +288,11 @@ class RBM(EnergyModel):
         progress: bool | None = None,
         callbacks: Sequence[Callable] = (),
         num_threads: int | None = None,
+        engine: str = "auto",
+        lr_final: float | None = None,
+        centering: bool = False,
     ):
-        r"""Train with CD-k or PCD-k and SGD through :func:`pgm_lab.train.fit`.
+        r"""Train with CD-k or PCD-k and SGD, in a tight loop or through :func:`pgm_lab.train.fit`.
 
         The update per minibatch ``B`` is (Hinton 2002; Tieleman 2008)
 
@@ -314,6 +318,17 @@ class RBM(EnergyModel):
                 gives one thread to RBMs of the usual sizes (their GEMMs are too small to
                 split: with torch's default of one thread per core a 64x20 RBM trained 3-30x
                 slower whenever other processes kept the cores busy).
+            engine: ``"fast"``: :func:`pgm_lab.rbm.pcd.persistent_cd`, the closed-form update
+                in one loop (no Pyro trace per step, gradients written into preallocated
+                ``.grad``; no checkpoints or progress bar); ``"svi"``: :func:`pgm_lab.train.fit`
+                with :class:`~pgm_lab.rbm.ContrastiveDivergence` (checkpoints, resume, progress,
+                Pyro's param store); ``"auto"``: ``"svi"`` when ``checkpoint``, ``resume`` or
+                ``progress=True`` ask for it, else ``"fast"``. Same algorithm and
+                defaults, different random streams.
+            lr_final: with the fast engine, decay the learning rate linearly from ``lr`` to
+                ``lr_final`` over the updates.
+            centering: with the fast engine, the centered gradient (Melchior, Fischer &
+                Wiskott 2016; see :mod:`pgm_lab.rbm.pcd`).
 
         Returns:
             :class:`pgm_lab.train.History`; its ``loss`` is the per-example CD objective.
@@ -324,10 +339,32 @@ class RBM(EnergyModel):
 
         if method not in ("cd", "pcd"):
             raise ConfigError(f"method must be 'cd' or 'pcd', got {method!r}")
+        if engine not in ("auto", "fast", "svi"):
+            raise ConfigError(f"engine must be 'auto', 'fast' or 'svi', got {engine!r}")
+        wants_svi = checkpoint is not None or bool(resume) or progress is True
+        if engine == "auto":
+            engine = "svi" if wants_svi else "fast"
+        if engine == "svi" and (centering or lr_final is not None):
+            raise ConfigError("centering and lr_final need engine='fast' (which has no "
+                              "checkpoints or progress bar); drop them or the checkpoint / "
+                              "resume / progress arguments")
+        if engine == "fast" and wants_svi:
+            raise ConfigError("checkpoint, resume and progress need engine='svi'; use "
+                              "engine='auto' or 'svi'")
         for arg, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if isinstance(value, bool) or not (isinstance(value, (int, float))
                                                and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"{arg} must be a finite number >= 0, got {value!r}")
+        if engine == "fast":
+            from ..train import resolve_device
+
+            self.to(resolve_device(device))
+            return persistent_cd(self, self.check_visible(data, name="data"), epochs=epochs,
+                                 batch_size=batch_size, lr=lr, lr_final=lr_final,
+                                 momentum=momentum, weight_decay=weight_decay, k=k,
+                                 persistent=method == "pcd", num_chains=num_chains,
+                                 centering=centering, seed=seed, num_threads=num_threads,
+                                 callbacks=callbacks)
         x = self.check_visible(data, name="data")
         loss = ContrastiveDivergence(k=k, persistent=method == "pcd", num_chains=num_chains,
                                      seed=seed)

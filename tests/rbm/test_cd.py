@@ -77,10 +77,10 @@ def test_svi_step_updates_the_module_parameters_by_sgd():
 def test_a_second_model_with_the_same_name_trains_its_own_parameters():
     x = _data(40).float()
     first, second = RBM(5, 3, seed=0), RBM(5, 3, seed=1)
-    first.fit(x, epochs=1, batch_size=10, progress=False)
+    first.fit(x, epochs=1, batch_size=10, progress=False, engine="svi")
     w_first = first.W.detach().clone()
     w_second = second.W.detach().clone()
-    second.fit(x, epochs=1, batch_size=10, progress=False)
+    second.fit(x, epochs=1, batch_size=10, progress=False, engine="svi")
     assert_close(first.W.detach(), w_first)
     assert not torch.allclose(second.W.detach(), w_second)
     assert pyro.get_param_store()["rbm.W"] is second.W
@@ -89,7 +89,7 @@ def test_a_second_model_with_the_same_name_trains_its_own_parameters():
 def test_pcd_checkpoint_resume_is_exact(tmp_path):
     x = _data(60, 6, seed=3).float()
     kw = dict(method="pcd", k=2, batch_size=15, lr=0.1, momentum=0.5, num_chains=9,
-              progress=False, seed=5)
+              progress=False, seed=5, engine="svi")
     straight = RBM(6, 4, seed=0)
     straight.fit(x, epochs=4, **kw)
     pyro.clear_param_store()

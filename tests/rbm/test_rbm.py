@@ -301,3 +301,34 @@ def test_float64_free_energies_are_exact_for_logits_beyond_20():
         value, _ = rbm.free_energy_difference(v[:4], v[4:], grads=False)
         want_d = want_f[:4].mean() - want_f[4:].mean()
         assert_close(value, want_d, rtol=0, atol=1e-12)
+
+
+def test_fit_engine_choice_is_validated(tmp_path):
+    x = torch.bernoulli(torch.full((20, 3), 0.5), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="engine must be"):
+        RBM(3, 2).fit(x, engine="gpu")
+    with pytest.raises(ConfigError, match="need engine='fast'"):
+        RBM(3, 2).fit(x, engine="svi", centering=True)
+    with pytest.raises(ConfigError, match="need engine='svi'"):
+        RBM(3, 2).fit(x, engine="fast", checkpoint=tmp_path / "ck.pt")
+
+
+def test_fast_and_svi_engines_train_equally_well(digits, single_thread):
+    # same algorithm, different random streams: exact test LL within a fraction of a nat
+    train, test = digits
+    ll = {}
+    for engine in ("fast", "svi"):
+        rbm = RBM(64, 16, data=train, seed=0)
+        history = rbm.fit(train, method="pcd", epochs=3, batch_size=20, progress=False,
+                          engine=engine)
+        assert len(history.loss) == 3
+        ll[engine] = float(rbm.log_prob(test).mean())
+    assert abs(ll["fast"] - ll["svi"]) < 0.3, ll
+
+
+def test_fast_engine_runs_callbacks_and_cd():
+    x = torch.bernoulli(torch.full((40, 4), 0.5), generator=torch.Generator().manual_seed(1))
+    seen = []
+    history = RBM(4, 3, seed=0).fit(x, method="cd", epochs=5, batch_size=10,
+                                    callbacks=[lambda e, r: seen.append(e) or e == 1])
+    assert seen == [0, 1] and len(history.loss) == 2
