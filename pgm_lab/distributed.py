@@ -51,7 +51,7 @@ class Context:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the one that writes checkpoints and shows progress."""
+        """Whether this is rank 0, the one that writes checkpoints and shows progress."""
         return self.rank == 0
 
 
@@ -250,6 +250,22 @@ def _gather_rows(ctx: Context, value: Any, n: int, local: int) -> Any:
     return value
 
 
+def _check_same_data(ctx: Context, x: torch.Tensor) -> None:
+    """Refuse data that differ between ranks (compared by row count and two float64 sums)."""
+    rows = x.detach().reshape(x.shape[0], -1)
+    order = torch.arange(1, x.shape[0] + 1, dtype=torch.float64, device=x.device)
+    mine = torch.stack([torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
+                        rows.sum(dtype=torch.float64), rows.sum(1, dtype=torch.float64) @ order])
+    every = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    with _collective(ctx, "comparing the data of the ranks", InferenceError):
+        dist.all_gather(every, mine)
+    for rank, theirs in enumerate(every):
+        if not torch.allclose(theirs, every[0], rtol=1e-9, atol=0.0):
+            raise InferenceError(f"sharded evaluation expected the same data on every rank, got "
+                                 f"other data on rank {rank} than on rank 0; pass every rank "
+                                 "the same tensor, or evaluate outside the process group")
+
+
 def evaluate_sharded(fn: Callable[..., Any], args: tuple) -> Any:
     """``fn(*args)`` with the data rows shared among the ranks of the existing process group.
 
@@ -259,11 +275,16 @@ def evaluate_sharded(fn: Callable[..., Any], args: tuple) -> Any:
     full ``[N, ...]`` result in data order. Without a group of two or more processes, or with
     fewer rows than processes, every process evaluates everything. All ranks must call it
     with the same data.
+
+    Raises:
+        InferenceError: ``args[0]`` differs between ranks (e.g. data drawn after seeding each
+            rank differently), or a rank died or stalled during a collective.
     """
     ctx = current()
     if ctx is None or ctx.world_size == 1 or not args or not isinstance(args[0], torch.Tensor) \
             or args[0].dim() == 0 or args[0].shape[0] < ctx.world_size:
         return fn(*args)
+    _check_same_data(ctx, args[0])
     n = args[0].shape[0]
     rows = shard(n, ctx)
     local = fn(*(a[rows] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n

@@ -94,6 +94,7 @@ def main() -> None:
 
         train(3, callbacks=(die,))
     elif mode == "evaluate":
+        from pgm_lab.errors import InferenceError
         from pgm_lab.infer import ais, elbo, iwae, iwae_curve
 
         lg, x = evaluation_problem()
@@ -109,6 +110,10 @@ def main() -> None:
                   "curve": iwae_curve(model, lg.exact_guide, x, ks=(1, 2, 4))._asdict()}
         result["rows"] = sorted(rows)
         result.update(train_rbm(ctx.rank))
+        try:  # data that differ between ranks are refused, not silently mixed
+            iwae(lg.model, lg.exact_guide, x + ctx.rank, num_particles=2)
+        except InferenceError as exc:
+            result["other_data"] = str(exc)
     torch.save(result, f"{out}.{ctx.rank}")
     torch.distributed.barrier()  # rank 0 hosts the rendezvous store: leave together
     torch.distributed.destroy_process_group()

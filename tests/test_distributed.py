@@ -107,6 +107,12 @@ def test_pcd_ranks_share_parameters_and_draw_their_own_gibbs_noise(evaluated):
     assert [r["gibbs_seed"] for r in evaluated] == [4, 5]
 
 
+def test_sharded_evaluation_refuses_data_that_differ_between_ranks(evaluated):
+    for got in evaluated:
+        assert "expected the same data on every rank, got other data on rank 1" in \
+            got["other_data"]
+
+
 def test_sharded_evaluation_returns_every_point_in_data_order(evaluated):
     lg, x = evaluation_problem()
     # from the exact posterior every AIS weight is p(x_n) too: the path's targets are
