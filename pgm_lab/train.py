@@ -317,6 +317,7 @@ class _Run:
     settings: dict[str, Any]  # the configuration fingerprint, less the optimizer's
     ctx: dist_io.Context | None  # None: a single process
     seed: int | None
+    shared: set[str] = field(default_factory=set)  # params given rank 0's values (by name)
 
     @property
     def is_main(self) -> bool:
@@ -395,7 +396,8 @@ def _share_params(run: _Run) -> None:
             if id(t) not in seen:
                 seen.add(id(t))
                 tensors.append(t)
-    for _name, t in sorted(pyro.get_param_store().named_parameters()):
+    for name, t in sorted(pyro.get_param_store().named_parameters()):
+        run.shared.add(name)
         if id(t) not in seen:
             seen.add(id(t))
             tensors.append(t)
@@ -456,6 +458,8 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
     scale = run.n / global_size * (1 if run.ctx is None else run.ctx.world_size)
     svi.model = scale_plate(run.model, run.plate_name, scale)
     svi.guide = scale_plate(run.guide, run.plate_name, scale)
+    if run.ctx is not None:
+        svi.model, svi.guide = _ShareNewParams(run)(svi.model), _ShareNewParams(run)(svi.guide)
     kept = (f"; last good checkpoint: {run.checkpoint}"
             if run.checkpoint and os.path.exists(run.checkpoint) else "")
     try:
@@ -489,6 +493,24 @@ def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -
     svi.optim(stepped)
     pyro.infer.util.zero_grads(stepped)
     return mean_loss
+
+
+class _ShareNewParams(Messenger):
+    """Give a parameter first created during a step (not by the first batch) rank 0's initial
+    value before it is used, so that every rank computes with the same parameters."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def _pyro_post_param(self, msg: dict) -> None:
+        name = msg["name"]
+        if name in self.run.shared:
+            return
+        store = pyro.get_param_store()
+        dist_io.broadcast_(self.run.ctx, [dict(store.named_parameters())[name]])
+        self.run.shared.add(name)
+        msg["value"] = store[name]  # the constrained value of the broadcast tensor
 
 
 def _non_finite_params() -> list[str]:
