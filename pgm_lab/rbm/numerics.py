@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,5 +24,6 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return F.softplus(x, threshold=_softplus_threshold(x.dtype))
 
 
+@functools.cache
 def _softplus_threshold(dtype: torch.dtype) -> float:
     return max(20.0, -math.log(torch.finfo(dtype).eps))

@@ -34,6 +34,7 @@ This path skips :func:`pgm_lab.train.fit` (no per-step Pyro tracing, no checkpoi
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,15 @@ from .tempering import ParallelTempering
 
 if TYPE_CHECKING:
     from .energy import EnergyModel
+
+@functools.lru_cache(maxsize=16)
+def _phase_weights(n_pos: int, n_neg: int, dtype: torch.dtype, device: torch.device
+                   ) -> torch.Tensor:
+    """``[-1/n_pos] * n_pos + [1/n_neg] * n_neg`` (cached: minibatch sizes repeat; read-only)."""
+    w = torch.full((n_pos + n_neg,), 1.0 / n_neg, dtype=dtype, device=device)
+    w[:n_pos] = -1.0 / n_pos
+    return w
+
 
 __all__ = ["persistent_cd", "centered_parameters", "EXACT_POSITIVE_MAX_HIDDEN"]
 
@@ -194,58 +204,49 @@ def persistent_cd(
         _check_number("num_temperatures", num_temperatures, 2, True)
         betas = torch.linspace(0.0, 1.0, num_temperatures, dtype=torch.float64)
 
-    x = model.check_visible(data, name="data")
-    n = x.shape[0]
-    if seed is None:
-        seed = int(torch.randint(2**62, ()).item())
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    chains = num_chains or min(batch_size, n)
-    init = x[torch.randint(n, (chains,), generator=gen, device=x.device)].clone()
-
-    decayed = {"W", "U_upper", "P_upper"}
-    params = dict(model.named_parameters())
-    groups = [{"params": [p for k_, p in params.items() if k_ in decayed],
-               "weight_decay": weight_decay},
-              {"params": [p for k_, p in params.items() if k_ not in decayed],
-               "weight_decay": 0.0}]
-    optim = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum)
-    for p in params.values():  # preallocated: the closed form writes into them
-        p.grad = torch.zeros_like(p)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
-    history = History()
-    history.swap_rates = []
-    state = {"lam": None, "mu": x.mean(0)} if centering else None
-
+    # everything runs on the training threads: the data checks too (a handful of passes over
+    # the data, slowed several-fold by idle OpenMP threads spinning on a busy machine)
     work = step_work(batch_size, model.parameters())
     with training_threads(num_threads, work), torch.no_grad():
+        x = model.check_visible(data, name="data")
+        n = x.shape[0]
+        if seed is None:
+            seed = int(torch.randint(2**62, ()).item())
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        chains = num_chains or min(batch_size, n)
+        init = x[torch.randint(n, (chains,), generator=gen, device=x.device)].clone()
+
+        optim = _SGD(model, momentum, weight_decay)
+        steps_per_epoch = math.ceil(n / batch_size)
+        total = epochs * steps_per_epoch
+        history = History()
+        history.swap_rates = []
+        state = {"lam": None, "mu": x.mean(0)} if centering else None
         negative = _NegativePhase(model, init, sampler, betas, gen)
         step = 0
         for epoch in range(epochs):
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=gen, device=x.device)
-            loss_sum = 0.0
+            loss_sum = x.new_zeros(())
             for start in range(0, n, batch_size):
                 v_pos = x[order[start:start + batch_size]]
                 if not persistent:
                     negative.restart(v_pos)
                 v_neg, h_neg = negative.advance(k)
-                if lr_final is not None:
-                    for g in optim.param_groups:
-                        g["lr"] = lr + (lr_final - lr) * step / max(1, total - 1)
-                optim.zero_grad(set_to_none=False)
+                rate = lr if lr_final is None else lr + (lr_final - lr) * step / max(1, total - 1)
                 if closed_form:
-                    value = _rbm_gradient(model, v_pos, v_neg, state)
+                    value = _rbm_gradient(optim.params, v_pos, v_neg, state)
                 else:
+                    optim.zero_grad()
                     value = _autograd_gradient(model, v_pos, v_neg, h_neg, positive,
                                                mean_field_iters)
-                optim.step()
+                optim.step(rate)
                 loss_sum += value * v_pos.shape[0]
                 step += 1
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise TrainingError(f"non-finite parameters after epoch {epoch}; lower lr "
                                     f"(got {lr})")
-            record = EpochRecord(epoch=epoch, loss=loss_sum / n,
+            record = EpochRecord(epoch=epoch, loss=float(loss_sum) / n,
                                  seconds=time.perf_counter() - t0, steps=steps_per_epoch)
             history.epochs.append(record)
             if negative.pt is not None:
@@ -257,35 +258,63 @@ def persistent_cd(
     return history
 
 
-@torch.no_grad()
-def _rbm_gradient(model: EnergyModel, v_pos: torch.Tensor, v_neg: torch.Tensor,
-                  state: dict | None) -> float:
+class _SGD:
+    """SGD with momentum and L2 decay of the weights (``W``, ``U_upper``, ``P_upper``), on
+    gradients in preallocated ``.grad`` buffers: the few in-place ops of ``torch.optim.SGD``
+    without its per-step bookkeeping, which cost more than a small RBM's GEMMs."""
+
+    DECAYED = ("W", "U_upper", "P_upper")
+
+    def __init__(self, model: EnergyModel, momentum: float, weight_decay: float) -> None:
+        self.params = dict(model.named_parameters())
+        for p in self.params.values():
+            p.grad = torch.zeros_like(p)
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.buffers = {name: torch.zeros_like(p) for name, p in self.params.items()} \
+            if momentum else {}
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad.zero_()
+
+    def step(self, lr: float) -> None:
+        for name, p in self.params.items():
+            if not p.requires_grad:
+                continue
+            g = p.grad
+            if self.weight_decay and name in self.DECAYED:
+                g.add_(p, alpha=self.weight_decay)
+            if self.momentum:
+                g = self.buffers[name].mul_(self.momentum).add_(g)
+            p.sub_(g, alpha=lr)
+
+
+def _rbm_gradient(params: dict[str, torch.Tensor], v_pos: torch.Tensor, v_neg: torch.Tensor,
+                  state: dict | None) -> torch.Tensor:
     """Closed-form (optionally centered) PCD gradient of an RBM into ``.grad``; returns the
-    surrogate value."""
-    W, b, c = model.W, model.b, model.c
-    a_pos = torch.addmm(c, v_pos, W)
-    a_neg = torch.addmm(c, v_neg, W)
-    h_pos, h_neg = torch.sigmoid(a_pos), torch.sigmoid(a_neg)
-    inv_p, inv_n = 1.0 / v_pos.shape[0], 1.0 / v_neg.shape[0]
-    db = v_neg.mean(0) - v_pos.mean(0)  # descent direction of the surrogate
-    dc = h_neg.mean(0) - h_pos.mean(0)
+    surrogate value (a scalar tensor: no host sync per step). Both phases share one GEMM:
+    rows ``x = [v_pos; v_neg]`` with weights ``w = (-1/|P|, ..., 1/|N|, ...)``. Call under
+    ``torch.no_grad()``."""
+    W, b, c = params["W"], params["b"], params["c"]
+    x = torch.cat([v_pos, v_neg])
+    w = _phase_weights(v_pos.shape[0], v_neg.shape[0], x.dtype, x.device)
+    a = torch.addmm(c, x, W)
+    h = torch.sigmoid(a)
+    value = (w @ x) @ b + w @ softplus(a).sum(1)
     if state is None:
-        dW = torch.addmm(v_neg.T @ h_neg, v_pos.T, h_pos, beta=inv_n, alpha=-inv_p)
-    else:
-        mu = state["mu"]
-        batch_mean = h_pos.mean(0)
-        lam = state["lam"] = batch_mean if state["lam"] is None else \
-            0.99 * state["lam"] + 0.01 * batch_mean
-        dW = torch.addmm((v_neg - mu).T @ (h_neg - lam), (v_pos - mu).T, h_pos - lam,
-                         beta=inv_n, alpha=-inv_p)
-        db = db - dW @ lam
-        dc = dc - dW.T @ mu
-    W.grad.copy_(dW)
-    b.grad.copy_(db)
-    c.grad.copy_(dc)
-    f_pos = -(v_pos @ b).mean() - softplus(a_pos).sum(1).mean()
-    f_neg = -(v_neg @ b).mean() - softplus(a_neg).sum(1).mean()
-    return float(f_pos - f_neg)
+        torch.mv(x.T, w, out=b.grad)
+        torch.mv(h.T, w, out=c.grad)
+        torch.mm(x.T, h.mul_(w.unsqueeze(1)), out=W.grad)
+        return value
+    mu = state["mu"]
+    batch_mean = h[: v_pos.shape[0]].mean(0)
+    lam = state["lam"] = batch_mean if state["lam"] is None else \
+        0.99 * state["lam"] + 0.01 * batch_mean
+    db, dc = w @ x, w @ h
+    torch.mm((x - mu).T, (h - lam).mul_(w.unsqueeze(1)), out=W.grad)
+    torch.sub(db, W.grad @ lam, out=b.grad)
+    torch.sub(dc, W.grad.T @ mu, out=c.grad)
+    return value
 
 
 def _autograd_gradient(model: EnergyModel, v_pos: torch.Tensor, v_neg: torch.Tensor,

@@ -89,7 +89,7 @@ def test_a_second_model_with_the_same_name_trains_its_own_parameters():
 def test_pcd_checkpoint_resume_is_exact(tmp_path):
     x = _data(60, 6, seed=3).float()
     kw = dict(method="pcd", k=2, batch_size=15, lr=0.1, momentum=0.5, num_chains=9,
-              progress=False, seed=5, engine="svi")
+              progress=False, seed=5, engine="svi", lr_final=None)
     straight = RBM(6, 4, seed=0)
     straight.fit(x, epochs=4, **kw)
     pyro.clear_param_store()

@@ -307,7 +307,7 @@ def test_fit_engine_choice_is_validated(tmp_path):
     x = torch.bernoulli(torch.full((20, 3), 0.5), generator=torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="engine must be"):
         RBM(3, 2).fit(x, engine="gpu")
-    with pytest.raises(ConfigError, match="need engine='fast'"):
+    with pytest.raises(ConfigError, match="needs engine='fast'"):
         RBM(3, 2).fit(x, engine="svi", centering=True)
     with pytest.raises(ConfigError, match="need engine='svi'"):
         RBM(3, 2).fit(x, engine="fast", checkpoint=tmp_path / "ck.pt")
