@@ -47,7 +47,7 @@ class Context:
 
     rank: int
     world_size: int
-    timeout: timedelta
+    timeout: timedelta | None  # None: a group created elsewhere, with its own timeout
 
     @property
     def is_main(self) -> bool:
@@ -84,14 +84,19 @@ def init_process_group(device: torch.device | None = None,
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
-    return current(timeout)
+        _joined["timeout"] = timeout
+    return current()
 
 
-def current(timeout: timedelta = DEFAULT_TIMEOUT) -> Context | None:
+_joined: dict[str, timedelta] = {}  # the timeout of the group init_process_group created
+
+
+def current() -> Context | None:
     """The :class:`Context` of the existing process group, or ``None`` if there is none."""
     if not (dist.is_available() and dist.is_initialized()):
         return None
-    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), timeout=timeout)
+    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                   timeout=_joined.get("timeout"))
 
 
 def is_main_process() -> bool:
@@ -111,6 +116,7 @@ def leave() -> None:
     with _collective(ctx, "waiting for the other ranks to finish", TrainingError):
         dist.barrier()
     dist.destroy_process_group()
+    _joined.clear()
 
 
 def context(distributed: bool | str, device: torch.device | None = None) -> Context | None:
@@ -146,10 +152,12 @@ def _collective(ctx: Context, what: str, error: type[PgmLabError]) -> Iterator[N
         yield
     except RuntimeError as exc:  # gloo/NCCL: a peer closed its socket, or the timeout passed
         reason = " ".join(str(exc).split())[:300]
+        within = ("the process group's timeout" if ctx.timeout is None
+                  else f"{ctx.timeout.total_seconds():g} s")
         raise error(f"rank {ctx.rank} of {ctx.world_size}: {what} failed ({reason}); expected "
-                    f"every rank to take part within {ctx.timeout.total_seconds():g} s, got a "
-                    "rank that died or stalled (see its log); restart all ranks (with "
-                    "resume=True to continue from the last checkpoint)") from exc
+                    f"every rank to take part within {within}, got a rank that died or "
+                    "stalled (see its log); restart all ranks (with resume=True to continue "
+                    "from the last checkpoint)") from exc
 
 
 def _buckets(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
@@ -241,7 +249,7 @@ def _gather_rows(ctx: Context, value: Any, n: int, local: int) -> Any:
         parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
         with _collective(ctx, "gathering per-point results", InferenceError):
             dist.all_gather(parts, padded.contiguous())
-        rows = [shard(n, Context(r, ctx.world_size, ctx.timeout)) for r in range(ctx.world_size)]
+        rows = [shard(n, Context(r, ctx.world_size, None)) for r in range(ctx.world_size)]
         return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, rows)])
     if isinstance(value, dict):
         return {k: _gather_rows(ctx, v, n, local) for k, v in value.items()}

@@ -484,11 +484,25 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
 
 
 def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
-    """:meth:`pyro.infer.SVI.step` with the gradients and the loss averaged over ranks."""
-    loss = svi.loss_and_grads(svi.model, svi.guide, *batch)
+    """:meth:`pyro.infer.SVI.step` with the gradients and the loss averaged over ranks.
+
+    A rank whose loss raises still takes part in the averaging (with a failure flag) before
+    re-raising, so that every rank stops at this step instead of waiting for it.
+    """
+    error = None
+    try:
+        loss = float(svi.loss_and_grads(svi.model, svi.guide, *batch))
+    except Exception as exc:  # noqa: BLE001 -- re-raised below, after telling the others
+        error, loss = exc, math.nan
     # Every parameter of the store, in name order: the same list on every rank.
     params = [p for _name, p in sorted(pyro.get_param_store().named_parameters())]
-    has_grad, (mean_loss,) = dist_io.average_gradients(run.ctx, params, [float(loss)], where)
+    has_grad, (mean_loss, failed) = dist_io.average_gradients(
+        run.ctx, params, [loss, float(error is not None)], where)
+    if error is not None:
+        raise error
+    if failed:
+        raise TrainingError(f"rank {run.ctx.rank} of {run.ctx.world_size}: another rank "
+                            f"failed at {where} (its log names the error); every rank stops")
     stepped = {p for p, used in zip(params, has_grad) if used}
     svi.optim(stepped)
     pyro.infer.util.zero_grads(stepped)

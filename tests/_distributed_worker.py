@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from datetime import timedelta
 
 import pyro
@@ -92,6 +93,8 @@ def main() -> None:
         result = train(epochs, None if ckpt == "-" else ckpt, resume)
         result["writes"] = writes
     elif mode == "die":  # rank 1 exits after the first epoch; rank 0 must fail, not hang
+        torch.save({"nan": nan_on_rank_1(ctx.rank)}, f"{out}.{ctx.rank}")
+
         def die(epoch: int, record: object) -> None:
             if ctx.rank == 1:
                 os._exit(3)
@@ -121,6 +124,31 @@ def main() -> None:
     torch.save(result, f"{out}.{ctx.rank}")
     torch.distributed.barrier()  # rank 0 hosts the rendezvous store: leave together
     torch.distributed.destroy_process_group()
+
+
+def nan_on_rank_1(rank: int) -> str:
+    """The TrainingError of a run whose loss turns NaN on rank 1 only (epoch 1, step 0): the
+    loss is averaged with the gradients, so both ranks must stop at that step."""
+    from pgm_lab.errors import TrainingError
+    from pgm_lab.train import fit
+
+    pyro.clear_param_store()
+    module, calls = Regression(), {"n": 0}
+
+    def model(x: torch.Tensor, y: torch.Tensor) -> None:
+        calls["n"] += 1
+        module.model(x, y)
+        if rank == 1 and calls["n"] == 6:  # one call to create the params, 4 steps per epoch
+            pyro.factor("bad", torch.tensor(float("nan")))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pyro's "Encountered NaN"
+            fit(model, module.guide, regression_data(), epochs=3, batch_size=20, device="cpu",
+                progress=False)
+    except TrainingError as exc:
+        return str(exc)
+    return "no error"
 
 
 def train_rbm(rank: int) -> dict:

@@ -84,13 +84,17 @@ def test_two_processes_train_like_one_and_resume_from_rank_0s_checkpoint(tmp_pat
         assert_params_equal(resumed[r], uninterrupted)
 
 
-def test_a_dead_rank_makes_the_others_fail_clearly_within_the_timeout(tmp_path):
+def test_a_nan_stops_every_rank_and_a_dead_rank_fails_the_others_clearly(tmp_path):
     t0 = time.monotonic()
     rank0, rank1 = launch(tmp_path, "die", "out")
     assert rank1.returncode == 3
     assert rank0.returncode != 0
     assert "TrainingError: rank 0 of 2:" in rank0.stderr
     assert "died or stalled" in rank0.stderr
+    # before that, a NaN on rank 1 only stopped both ranks at the same step
+    nan = [torch.load(tmp_path / f"out.{r}", weights_only=True)["nan"] for r in range(2)]
+    assert nan[0].startswith("rank 0 of 2: another rank failed at epoch 1, step 0"), nan
+    assert nan[1].startswith("a value became NaN or infinite") and "at epoch 1, step 0" in nan[1]
     assert time.monotonic() - t0 < LAUNCH_TIMEOUT
 
 
