@@ -5,6 +5,9 @@ minibatching, correct ``N / B`` scaling of the sites in the data plate, device p
 a progress bar, NaN detection, atomic checkpoints and exact resumption. Checkpoint files
 are written and read by :mod:`pgm_lab.checkpoint` (tensors and plain values only, loaded with
 ``weights_only=True``, validated key by key, refused if the configuration or data changed).
+Started by ``torchrun``, :func:`fit` trains data-parallel on :mod:`torch.distributed`
+(helpers in :mod:`pgm_lab.distributed`); for a step that is deterministic given the data the
+result is that of one process, up to float round-off.
 """
 
 from __future__ import annotations
