@@ -218,4 +218,6 @@ def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) 
     seeded generator so that resumed runs draw the same images.
     """
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu")
-    return (u.to(x.device) < x).to(x.dtype)
+    if x.device.type == "cuda":  # pinned, the copy is queued instead of waiting for the GPU
+        u = u.pin_memory()
+    return (u.to(x.device, non_blocking=True) < x).to(x.dtype)

@@ -124,3 +124,16 @@ def test_image_shape():
     assert image_shape("digits") == (8, 8) and image_shape(784) == (28, 28)
     with pytest.raises(DataError, match="square"):
         image_shape(10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dynamic_binarize_on_the_gpu_does_not_wait_for_it():
+    x = torch.rand(128, 784, device="cuda")
+    gen = torch.Generator().manual_seed(0)
+    dynamic_binarize(x, gen)  # warm up the pinned-memory cache
+    torch.cuda.set_sync_debug_mode("error")  # a synchronizing copy raises
+    try:
+        out = dynamic_binarize(x, gen)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device.type == "cuda" and set(out.unique().tolist()) <= {0.0, 1.0}
