@@ -164,7 +164,12 @@ def train_rbm(rank: int) -> dict:
     cd = ContrastiveDivergence(k=1, persistent=True, seed=4)
     fit(rbm, None, v, loss=cd, optim=pyro.optim.SGD({"lr": 0.1}), epochs=2, batch_size=10,
         device="cpu", progress=False)
+    pyro.clear_param_store()
+    torch.manual_seed(rank)
+    by_fit = RBM(6, 3)
+    by_fit.fit(v, epochs=2, batch_size=10, device="cpu")  # engine "auto" under torchrun
     return {"rbm": {k: t.detach().clone() for k, t in rbm.state_dict().items()},
+            "rbm_fit": {k: t.detach().clone() for k, t in by_fit.state_dict().items()},
             "gibbs_seed": cd._generator.initial_seed()}
 
 

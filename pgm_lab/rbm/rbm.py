@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import launched
 from ..errors import ConfigError, DataError
 from .bernoulli import bernoulli_logits
 from .energy import EnergyModel, softplus
@@ -322,8 +323,9 @@ class RBM(EnergyModel):
                 in one loop (no Pyro trace per step, gradients written into preallocated
                 ``.grad``; no checkpoints or progress bar); ``"svi"``: :func:`pgm_lab.train.fit`
                 with :class:`~pgm_lab.rbm.ContrastiveDivergence` (checkpoints, resume, progress,
-                Pyro's param store); ``"auto"``: ``"svi"`` when ``checkpoint``, ``resume`` or
-                ``progress=True`` ask for it, else ``"fast"``. Same algorithm and
+                Pyro's param store; data-parallel under ``torchrun``); ``"auto"``: ``"svi"``
+                when ``checkpoint``, ``resume`` or ``progress=True`` ask for it or the process
+                was started by ``torchrun``, else ``"fast"``. Same algorithm and
                 defaults, different random streams.
             lr_final: decay the learning rate linearly from ``lr`` to ``lr_final`` over the
                 updates (the fast engine; per epoch on the SVI engine, where resuming a
@@ -347,8 +349,8 @@ class RBM(EnergyModel):
         if engine not in ("auto", "fast", "svi"):
             raise ConfigError(f"engine must be 'auto', 'fast' or 'svi', got {engine!r}")
         wants_svi = checkpoint is not None or bool(resume) or progress is True
-        if engine == "auto":
-            engine = "svi" if wants_svi else "fast"
+        if engine == "auto":  # under torchrun: fit's data-parallel training
+            engine = "svi" if wants_svi or launched() else "fast"
         if engine == "svi" and centering:
             raise ConfigError("centering needs engine='fast' (which has no checkpoints or "
                               "progress bar); drop it or the checkpoint / resume / progress "
