@@ -385,8 +385,8 @@ def marginals(dag: DAG, evidence: Mapping[str, Any] | None = None) -> dict[str, 
 
     .. math:: \\frac{\\partial \\log Z}{\\partial \\lambda_v(x)} = p(v = x \\mid e),
 
-    so one contraction (forward) and its gradient (backward, by autograd) give all the
-    marginals, in about twice the time of one :func:`log_evidence`. With batched evidence
+    so one contraction of the whole network (forward) and its gradient (backward, by
+    autograd) give all the marginals, instead of one contraction per node. With batched evidence
     ``[B]`` the indicators are ``[B, card]`` and the rows' log evidences are summed before
     the backward pass (rows do not interact). The contraction runs on probabilities or in
     log space as chosen by :func:`_contract`, and the gradient follows it, so tiny evidence
