@@ -33,7 +33,8 @@ from .errors import ConfigError, InferenceError, PgmLabError, TrainingError
 
 __all__ = ["Context", "DEFAULT_TIMEOUT", "BUCKET_BYTES", "launched", "init_process_group",
            "context", "current", "is_main_process", "leave", "shard", "broadcast_",
-           "average_gradients", "gather_objects", "any_rank", "evaluate_sharded"]
+           "average_gradients", "broadcast_object", "gather_objects", "any_rank",
+           "evaluate_sharded"]
 
 #: How long a collective waits for the other ranks before failing (a dead or stalled rank).
 DEFAULT_TIMEOUT = timedelta(minutes=5)
@@ -222,6 +223,14 @@ def average_gradients(ctx: Context, params: Sequence[torch.Tensor], scalars: Seq
         if not used:
             p.grad = None
     return has_grad, means
+
+
+def broadcast_object(ctx: Context, obj: Any, what: str) -> Any:
+    """Rank 0's picklable ``obj`` on every rank (the other ranks' ``obj`` is ignored)."""
+    box = [obj if ctx.is_main else None]
+    with _collective(ctx, what, TrainingError):
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_objects(ctx: Context, obj: Any, what: str) -> list[Any] | None:

@@ -280,7 +280,10 @@ def fit(
                        seed=seed, device=device, checkpoint=checkpoint, transform=transform,
                        plate_name=plate_name, shuffle=shuffle, distributed=distributed)
         history, start_epoch = History(), 0
-        if resume and run.checkpoint is not None and run.checkpoint.exists():
+        resuming = bool(resume) and run.checkpoint is not None and run.checkpoint.exists()
+        if run.ctx is not None:  # rank 0's file decides: other nodes may not see it
+            resuming = dist_io.broadcast_object(run.ctx, resuming, "deciding whether to resume")
+        if resuming:
             history, start_epoch = _restore(run, force=resume == "force")
         if run.ctx is not None:
             _share_params(run)
@@ -595,6 +598,22 @@ def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
                                     _history_path(run.checkpoint))
 
 
+def _shared_checkpoint(run: _Run) -> dict[str, Any]:
+    """The checkpoint as rank 0 reads it, on every rank (other nodes may have no copy)."""
+    if run.ctx is None:
+        return _load_checkpoint(run.checkpoint)
+    loaded: tuple[str, Any] | None = None
+    if run.ctx.is_main:
+        try:
+            loaded = ("state", _load_checkpoint(run.checkpoint))
+        except CheckpointError as exc:
+            loaded = ("error", exc)
+    kind, value = dist_io.broadcast_object(run.ctx, loaded, "sharing the checkpoint")
+    if kind == "error":
+        raise value
+    return value
+
+
 def _rank_state(run: _Run) -> dict[str, Any]:
     return {"rng": checkpoint_io.global_rng_state(),
             "loss": run.loss.state_dict() if hasattr(run.loss, "state_dict") else None}
@@ -618,7 +637,7 @@ def _restore(run: _Run, *, force: bool) -> tuple[History, int]:
     values are copied in place, so tensors shared by modules and the store stay shared.
     """
     require = checkpoint_io.require
-    state = _load_checkpoint(run.checkpoint)
+    state = _shared_checkpoint(run)
     epoch = require(state, "epoch", int, "an int >= 0 (completed epochs)")
     if epoch < 0:
         raise CheckpointError(f"checkpoint key 'epoch': expected an int >= 0 (completed "

@@ -81,6 +81,8 @@ def main() -> None:
     result: dict = {}
     if mode == "train":  # args: epochs, checkpoint ("-": none), resume (0/1)
         epochs, ckpt, resume = int(args[0]), args[1], args[2] == "1"
+        if ctx.rank and ckpt != "-":  # as on another node's disk: rank 0's file is not there
+            ckpt = os.path.join(os.path.dirname(ckpt), f"rank{ctx.rank}", "ckpt.pt")
         writes = []
         for name in ("save_atomic", "write_text_atomic", "check_writable"):
             original = getattr(checkpoint_io, name)
