@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["softplus"]
+__all__ = ["softplus", "phase_weights"]
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
@@ -27,3 +27,12 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 @functools.cache
 def _softplus_threshold(dtype: torch.dtype) -> float:
     return max(20.0, -math.log(torch.finfo(dtype).eps))
+
+
+@functools.lru_cache(maxsize=16)
+def phase_weights(n_pos: int, n_neg: int, dtype: torch.dtype, device: torch.device
+                   ) -> torch.Tensor:
+    """``[-1/n_pos] * n_pos + [1/n_neg] * n_neg`` (cached: minibatch sizes repeat; read-only)."""
+    w = torch.full((n_pos + n_neg,), 1.0 / n_neg, dtype=dtype, device=device)
+    w[:n_pos] = -1.0 / n_pos
+    return w

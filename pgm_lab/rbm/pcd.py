@@ -34,7 +34,6 @@ This path skips :func:`pgm_lab.train.fit` (no per-step Pyro tracing, no checkpoi
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,20 +44,11 @@ import torch
 from .._threads import step_work, training_threads
 from ..errors import ConfigError, TrainingError
 from ..train import EpochRecord, History
-from .numerics import softplus
+from .numerics import phase_weights, softplus
 from .tempering import ParallelTempering
 
 if TYPE_CHECKING:
     from .energy import EnergyModel
-
-@functools.lru_cache(maxsize=16)
-def _phase_weights(n_pos: int, n_neg: int, dtype: torch.dtype, device: torch.device
-                   ) -> torch.Tensor:
-    """``[-1/n_pos] * n_pos + [1/n_neg] * n_neg`` (cached: minibatch sizes repeat; read-only)."""
-    w = torch.full((n_pos + n_neg,), 1.0 / n_neg, dtype=dtype, device=device)
-    w[:n_pos] = -1.0 / n_pos
-    return w
-
 
 __all__ = ["persistent_cd", "centered_parameters", "EXACT_POSITIVE_MAX_HIDDEN"]
 
@@ -297,7 +287,7 @@ def _rbm_gradient(params: dict[str, torch.Tensor], v_pos: torch.Tensor, v_neg: t
     ``torch.no_grad()``."""
     W, b, c = params["W"], params["b"], params["c"]
     x = torch.cat([v_pos, v_neg])
-    w = _phase_weights(v_pos.shape[0], v_neg.shape[0], x.dtype, x.device)
+    w = phase_weights(v_pos.shape[0], v_neg.shape[0], x.dtype, x.device)
     a = torch.addmm(c, x, W)
     h = torch.sigmoid(a)
     value = (w @ x) @ b + w @ softplus(a).sum(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,19 +14,11 @@ from torch import nn
 from ..distributed import launched
 from ..errors import ConfigError, DataError
 from .bernoulli import bernoulli_logits
-from .energy import EnergyModel, softplus
+from .energy import EnergyModel
+from .numerics import phase_weights, softplus
 from .pcd import persistent_cd
 
 __all__ = ["RBM"]
-
-
-@functools.lru_cache(maxsize=16)
-def _phase_weights(n_pos: int, n_neg: int, dtype: torch.dtype, device: torch.device
-                   ) -> torch.Tensor:
-    """``[-1/n_pos] * n_pos + [1/n_neg] * n_neg`` (cached: minibatch sizes repeat; read-only)."""
-    w = torch.full((n_pos + n_neg,), 1.0 / n_neg, dtype=dtype, device=device)
-    w[:n_pos] = -1.0 / n_pos
-    return w
 
 
 def _check_dtype(x: torch.Tensor, p: torch.Tensor, name: str) -> None:
@@ -189,7 +180,7 @@ class RBM(EnergyModel):
         W, b, c = self._wbc()
         with torch.no_grad():
             x = torch.cat([v_pos, v_neg])
-            w = _phase_weights(v_pos.shape[0], v_neg.shape[0], x.dtype, x.device)
+            w = phase_weights(v_pos.shape[0], v_neg.shape[0], x.dtype, x.device)
             a = torch.addmm(c, x, W)
             db = w @ x
             value = db @ b + w @ softplus(a).sum(1)
