@@ -389,7 +389,7 @@ def marginals(dag: DAG, evidence: Mapping[str, Any] | None = None) -> dict[str, 
     autograd) give all the marginals, instead of one contraction per node. With batched evidence
     ``[B]`` the indicators are ``[B, card]`` and the rows' log evidences are summed before
     the backward pass (rows do not interact). The contraction runs on probabilities or in
-    log space as chosen by :func:`_contract`, and the gradient follows it, so tiny evidence
+    log space as chosen by ``_contract``, and the gradient follows it, so tiny evidence
     (``p(e) = 1e-400``) keeps exact posteriors.
 
     Returns:

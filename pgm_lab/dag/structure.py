@@ -284,8 +284,8 @@ def learn_structure(data: Mapping[str, Any], method: str = "hill-climb", score: 
         log-likelihood of the tree).
 
     Raises:
-        DAGError: malformed data. ConfigError: unknown method or score, bad ``max_parents``
-        or ``root``.
+        DAGError: malformed data.
+        ConfigError: unknown method or score, bad ``max_parents`` or ``root``.
     """
     names, x, cards, named = _data(data, states)
     if method not in ("chow-liu", "hill-climb"):
