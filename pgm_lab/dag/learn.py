@@ -86,8 +86,10 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
         data: ``name -> values [N]`` (state names or indices for discrete nodes).
         method: ``"counts"``, ``"em"``, ``"regression"`` (least squares for
             :func:`~pgm_lab.dag.gaussian` nodes, :func:`pgm_lab.dag.lingauss.fit_regression`),
-            ``"svi"``, or ``"auto"`` -- regression when every node is linear-Gaussian, counts
-            when every node is a table (CPT or discrete root), else SVI.
+            ``"closed-form"`` (both: counts for the tables, least squares for the
+            linear-Gaussian nodes), ``"svi"``, or ``"auto"`` -- counts when every node is a
+            table (CPT or discrete root), regression when every node is linear-Gaussian,
+            closed-form when every node is one or the other, else SVI.
         pseudo_count: Dirichlet pseudo-count :math:`\\alpha \\ge 0` added to every cell
             (``"counts"``); a float, or a mapping ``name -> tensor`` broadcastable to the table.
         guide: ``"svi"`` only; default ``AutoNormal`` over unobserved continuous nodes.
@@ -98,7 +100,8 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
 
     Returns:
         ``"counts"``: a new :class:`~pgm_lab.dag.DAG` with the estimated tables.
-        ``"regression"``: a new DAG with the least-squares linear-Gaussian nodes.
+        ``"regression"``, ``"closed-form"``: a new DAG with the least-squares
+        linear-Gaussian nodes (and, for ``"closed-form"``, the counts tables).
         ``"em"``: a new DAG; ``log_likelihood_`` lists the data log-likelihood of the initial
         and of every updated set of tables (non-decreasing; the last is the returned DAG's).
         ``"svi"``: ``dag`` itself (its parameters live in Pyro's param store and modules),
@@ -118,11 +121,15 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     if method == "auto":
         # all-table networks have no Pyro parameters for SVI to train: counts (which needs
         # complete data and says so); linear-Gaussian ones: least squares; else SVI
+        gaussian = {n for n in dag.nodes if isinstance(dag.spec[n], LinearGaussian)}
+        closed = set(learnable_by_counts(dag)) | set(dag._interventions) | gaussian
         method = ("counts" if _all_tables(dag) else
-                  "regression" if all(isinstance(dag.spec[n], LinearGaussian) for n in dag.nodes)
-                  else "svi")
+                  "regression" if gaussian == set(dag.nodes) else
+                  "closed-form" if closed == set(dag.nodes) else "svi")
     if method == "regression":
         return fit_regression(dag, data)
+    if method == "closed-form":  # tables by counts, linear-Gaussian nodes by least squares
+        return fit_regression(_fit_counts(dag, data, pseudo_count), data)
     if method == "counts":
         return _fit_counts(dag, data, pseudo_count)
     if method == "em":
@@ -133,8 +140,8 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
                               f"pseudo_count=0 with method='svi', got {pseudo_count!r}; try "
                               "a prior inside the conditionals")
         return _fit_svi(dag, data, guide, svi_kwargs)
-    raise ConfigError(f"method must be 'auto', 'counts', 'em', 'regression' or 'svi', got "
-                      f"{method!r}")
+    raise ConfigError(f"method must be 'auto', 'counts', 'em', 'regression', 'closed-form' or "
+                      f"'svi', got {method!r}")
 
 
 def _all_tables(dag: DAG) -> bool:

@@ -160,21 +160,20 @@ def fit_regression(dag: DAG, data: Mapping[str, Any]) -> DAG:
         DAGError: a node or parent missing from ``data``, rows of different lengths, fewer
             rows than a node's parents plus one.
     """
-    cols = {}
-    for k, v in data.items():
-        cols[k] = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+    spec = dict(dag._spec)
+    fitted = [v for v in dag.nodes if isinstance(spec[v], LinearGaussian)]
+    needed = list(dict.fromkeys(c for v in fitted for c in (v, *spec[v].parents)))
+    missing = [c for c in needed if c not in data]
+    if missing:
+        raise DAGError(f"fitting the linear-Gaussian nodes needs data on {missing}; got "
+                       f"columns {sorted(data)}")
+    # discrete parents enter as their state indices (state names are encoded)
+    cols = {k: dag._to_index(k, data[k]).to(torch.float64).reshape(-1) for k in needed}
     if len({c.shape[0] for c in cols.values()}) > 1:
         raise DAGError(f"data columns have different lengths "
                        f"{sorted({c.shape[0] for c in cols.values()})}; expected N rows each")
-    spec = dict(dag._spec)
-    for v in dag.nodes:
+    for v in fitted:
         nd = spec[v]
-        if not isinstance(nd, LinearGaussian):
-            continue
-        missing = [c for c in (v, *nd.parents) if c not in cols]
-        if missing:
-            raise DAGError(f"fitting linear-Gaussian node {v!r} needs data on {missing}; "
-                           f"got columns {sorted(cols)}")
         y = cols[v]
         x = torch.stack([torch.ones_like(y), *(cols[p] for p in nd.parents)], -1)
         if x.shape[0] <= x.shape[1]:

@@ -106,7 +106,8 @@ def gaussian(parents: Sequence[str], coef: Sequence[float] | torch.Tensor,
     A network of such nodes is one multivariate normal, so
     :meth:`~pgm_lab.dag.DAG.posterior` and ``log_evidence(method="exact")`` are exact and
     closed form there (:mod:`pgm_lab.dag.lingauss`), and :meth:`~pgm_lab.dag.DAG.fit` is
-    least squares. Parents must be continuous (linear-Gaussian) nodes.
+    least squares. A discrete parent enters as its state index (a number), not by
+    selecting a row of coefficients; exact inference needs linear-Gaussian parents.
 
     Args:
         parents: names of the ``m`` parents.

@@ -133,3 +133,25 @@ def test_errors():
         dag.posterior("x3", {"x3": 0.0})
     with pytest.raises(DAGError, match="one batch size"):
         dag.posterior("x0", {"x3": torch.zeros(2), "x4": torch.zeros(3)})
+
+
+def test_fit_of_a_mixed_network_uses_counts_for_tables_and_least_squares_for_gaussians():
+    from pgm_lab.dag import cpt
+
+    dag = DAG({"a": cpt([], [0.3, 0.7], states=["off", "on"]),
+               "x": gaussian([], [], intercept=1.0, scale=0.5),
+               "y": gaussian(["x", "a"], [2.0, -1.0], intercept=0.5, scale=0.3),
+               "b": cpt(["a"], [[0.9, 0.1], [0.4, 0.6]])})
+    data = dag.sample(4000, seed=4)
+    fitted = dag.fit(data)  # auto: closed form
+    a, b = data["a"], data["b"]
+    torch.testing.assert_close(fitted.tables(["a"])["a"][1], a.double().mean())
+    torch.testing.assert_close(fitted.tables(["b"])["b"][1, 1], b[a == 1].double().mean())
+    y = data["y"]
+    design = torch.stack([torch.ones_like(y), data["x"], a.double()], -1)
+    beta = torch.linalg.lstsq(design, y.unsqueeze(-1)).solution.squeeze(-1)
+    nd = fitted.spec["y"]
+    torch.testing.assert_close(nd.coef, beta[1:])
+    torch.testing.assert_close(nd.intercept, float(beta[0]))
+    names = {**data, "a": [dag.states("a")[int(i)] for i in a]}  # state names work too
+    torch.testing.assert_close(dag.fit(names).spec["y"].coef, beta[1:])
