@@ -133,7 +133,7 @@ class GAN(nn.Module):
 
         Args:
             data: real images ``[N, D]`` in ``[0, 1]`` (e.g. grey levels).
-            loss: the generator loss, one of :data:`GENERATOR_LOSSES`.
+            loss: the generator loss, ``"non-saturating"`` or ``"saturating"``.
             seed: seeds the minibatch order and the latent draws (a private generator).
             progress: a tqdm bar; ``None``: only on a terminal outside CI.
             checkpoint: file rewritten atomically after every epoch (networks, both optimizers,
