@@ -1,4 +1,4 @@
-"""Figures: image grids, training curves, error-bar curves and histograms.
+"""Figures: image grids, training curves, error-bar curves, histograms and networks over pixels.
 
 Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot`` state, so
 nothing is left open and no backend has to be chosen), saves it as a PNG when ``path`` is
@@ -22,7 +22,9 @@ from .errors import DataError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["image_grid", "plot_curves", "plot_errorbars", "plot_histogram"]
+    from .dag import DAG
+
+__all__ = ["image_grid", "plot_curves", "plot_errorbars", "plot_histogram", "plot_pixel_network"]
 
 
 def _figure(figsize: tuple[float, float] = (6, 4)) -> Figure:
@@ -214,4 +216,55 @@ def plot_histogram(
     if len(samples) + len(lines or {}) > 1:
         ax.legend()
     ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_pixel_network(
+    dag: DAG,
+    path: str | os.PathLike | None = None,
+    *,
+    shape: tuple[int, int] = (8, 8),
+    pixels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """A network over image pixels drawn on the pixel grid: one dot per pixel at its
+    ``(row, column)``, one arrow per edge ``parent -> child`` of :attr:`DAG.edges`.
+
+    ``pixels`` names the pixel nodes in row-major order (``H * W`` of them, ``shape = (H, W)``);
+    by default the DAG's nodes in the order of its spec. Edges touching a node that is not a
+    pixel (e.g. a hidden class) are left out and counted in the title. Row 0 is drawn at the
+    top, as in :func:`image_grid`. Saved to ``path`` (PNG) when given.
+
+    Raises:
+        DataError: the number of ``pixels`` is not ``H * W``, or one is not a node of ``dag``.
+    """
+    h, w = shape
+    names = list(dag.spec) if pixels is None else list(pixels)
+    if len(names) != h * w:
+        raise DataError(f"expected {h * w} pixel nodes for shape {shape}, got {len(names)}; "
+                        "try pixels=[...] with the pixel node names in row-major order")
+    unknown = [n for n in names if n not in dag.spec]
+    if unknown:
+        raise DataError(f"pixels must be nodes of the DAG, got unknown {unknown[:3]}")
+    where = {n: divmod(i, w) for i, n in enumerate(names)}
+    edges = [(p, c) for p, c in dag.edges if p in where and c in where]
+    fig = _figure((5, 5 * h / w + 0.4))
+    ax = fig.add_subplot()
+    for parent, child in edges:
+        (r0, c0), (r1, c1) = where[parent], where[child]
+        ax.annotate("", xy=(c1, r1), xytext=(c0, r0),
+                    arrowprops={"arrowstyle": "-|>", "color": "tab:blue", "lw": 1.2,
+                                "shrinkA": 4, "shrinkB": 4, "mutation_scale": 9})
+    ax.scatter([c for _, c in where.values()], [r for r, _ in where.values()], s=14,
+               color="k", zorder=3)
+    ax.set_xlim(-0.6, w - 0.4)
+    ax.set_ylim(h - 0.4, -0.6)
+    ax.set_aspect("equal")
+    ax.set_xticks(range(w))
+    ax.set_yticks(range(h))
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    hidden = len(dag.edges) - len(edges)
+    ax.set_title((title or "network over the pixel grid") + f"\n{len(edges)} edges"
+                 + (f" ({hidden} to or from non-pixel nodes not drawn)" if hidden else ""))
     return _finish(fig, path)

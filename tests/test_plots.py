@@ -121,3 +121,42 @@ def test_image_grid_scale_each_maps_every_image_to_the_unit_range():
     pixels = grid.get_images()[0].get_array()
     assert pixels[1:3, 1:3].tolist() == [[0.0, 0.5], [1.0, 0.75]]
     assert pixels[1:3, 4:6].tolist() == [[0.0, 0.5], [1.0, 0.0]]
+
+
+def _chain_over_grid(n: int, extra_root: bool = False):
+    from pgm_lab.dag import DAG, cpt
+
+    names = [f"p{i}" for i in range(n)]
+    spec = {"class": cpt([], [0.5, 0.5])} if extra_root else {}
+    spec[names[0]] = cpt(["class"] if extra_root else [], [[0.5, 0.5], [0.2, 0.8]]
+                         if extra_root else [0.5, 0.5])
+    for prev, name in zip(names, names[1:]):
+        spec[name] = cpt([prev], [[0.9, 0.1], [0.1, 0.9]])
+    return DAG(spec), names
+
+
+def test_pixel_network_draws_one_arrow_per_edge_between_pixels(tmp_path):
+    from matplotlib.text import Annotation
+
+    from pgm_lab.plots import plot_pixel_network
+
+    dag, names = _chain_over_grid(6, extra_root=True)
+    fig = plot_pixel_network(dag, tmp_path / "net.png", shape=(2, 3), pixels=names,
+                             title="chain")
+    (ax,) = fig.axes
+    arrows = [t for t in ax.texts if isinstance(t, Annotation)]
+    assert len(arrows) == 5  # the edge class -> p0 is not between pixels
+    assert ax.get_title() == "chain\n5 edges (1 to or from non-pixel nodes not drawn)"
+    assert (tmp_path / "net.png").read_bytes()[:4] == PNG_MAGIC
+    assert plot_pixel_network(_chain_over_grid(4)[0], shape=(2, 2)).axes[0].get_title() == (
+        "network over the pixel grid\n3 edges")
+
+
+def test_pixel_network_refuses_pixels_that_do_not_fill_the_grid():
+    from pgm_lab.plots import plot_pixel_network
+
+    dag, names = _chain_over_grid(6)
+    with pytest.raises(DataError, match="expected 9 pixel nodes for shape"):
+        plot_pixel_network(dag, shape=(3, 3))
+    with pytest.raises(DataError, match="unknown"):
+        plot_pixel_network(dag, shape=(2, 3), pixels=names[:5] + ["x"])

@@ -19,11 +19,12 @@ import torch
 
 from ..checkpoint import save_atomic
 from ..dag import DAG, cpt, learn_structure
-from ..data import dynamic_binarize
+from ..data import dynamic_binarize, image_shape
 from ..guides import AmortizedNormal
 from ..infer import IWAE, ais, iwae, standard_error
 from ..models import GAN, VAE
 from ..optim import Adam
+from ..plots import plot_pixel_network
 from ..rbm import RBM
 from ..train import fit
 
@@ -118,7 +119,8 @@ def train_baseline(x_train: torch.Tensor, x_test: torch.Tensor, out: Path
 def train_network(x_train: torch.Tensor, x_test: torch.Tensor, out: Path, method: str
                   ) -> tuple[Entry, Sampler]:
     """A Chow-Liu tree (``method="chow-liu"``) or a hill-climbed BIC network over the pixels
-    (:func:`pgm_lab.dag.learn_structure`, tables with pseudo-count 1); exact ``dag.log_prob``."""
+    (:func:`pgm_lab.dag.learn_structure`, tables with pseudo-count 1); exact ``dag.log_prob``.
+    Also writes the learned structure over the pixel grid, ``<method>_structure.png``."""
     names = pixel_names(x_train.shape[1])
     t0 = time.perf_counter()
     dag = learn_structure(_columns(x_train), method, "bic", pseudo_count=1.0,
@@ -128,6 +130,8 @@ def train_network(x_train: torch.Tensor, x_test: torch.Tensor, out: Path, method
     slug = method.replace("-", "_")
     dag.to_bif(out / f"{slug}.bif")
     label = "Chow-Liu tree" if method == "chow-liu" else "hill-climb BIC network"
+    plot_pixel_network(dag, out / f"{slug}_structure.png", shape=image_shape(len(names)),
+                       pixels=names, title=f"{label} over the 8 x 8 pixels")
     return (_entry(label, "bayesian-network", ll, "exact", "exact", seconds, f"{slug}.bif",
                    "static binarized"), lambda n, s: _rows(dag.sample(n, seed=s), len(names)))
 

@@ -49,7 +49,8 @@ def test_schema_and_files(board):
     lls = [e["test_ll"] for e in b["entries"]]
     assert lls == sorted(lls, reverse=True)
     assert len([e for e in b["entries"] if e["family"] == "vae"]) == 4  # 2 models x IWAE, AIS
-    for name in ("leaderboard.png", "samples.png"):
+    for name in ("leaderboard.png", "samples.png", "chow_liu_structure.png",
+                 "hill_climb_structure.png"):
         assert (out / name).stat().st_size > 0
 
 
