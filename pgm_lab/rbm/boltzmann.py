@@ -15,6 +15,7 @@ from ..errors import ConfigError, DataError
 from ..train import History
 from .bernoulli import bernoulli_logits
 from .energy import EnergyModel
+from .numerics import softplus
 from .pcd import persistent_cd
 
 __all__ = ["BoltzmannMachine"]
@@ -49,8 +50,8 @@ class BoltzmannMachine(EnergyModel):
     ``P_upper [H, H]`` of which only the strict upper triangle is used
     (:math:`U = T + T^\top` with :math:`T = \operatorname{triu}_1(U_\text{upper})`),
     so any gradient step keeps them symmetric with zero diagonal. Without couplings they are
-    zero and not parameters; with neither the model is an RBM (``has_rbm_energy``, so AIS
-    applies).
+    zero and not parameters; with neither the model is an RBM (``has_rbm_energy``: AIS anneals
+    the RBM's free energy). With couplings AIS anneals joint states (:meth:`annealing_path`).
 
     Args:
         n_visible, n_hidden: layer sizes ``V`` and ``H``.
@@ -222,6 +223,37 @@ class BoltzmannMachine(EnergyModel):
         entropy = -(mu_c * mu_c.log() + (1 - mu_c) * torch.log1p(-mu_c)).sum(-1)
         return self.energy(v, mu) - entropy
 
+    # ---- annealed importance sampling --------------------------------------------------------
+
+    def annealing_path(self, num_runs: int, generator: torch.Generator | None = None,
+                       base_data: Any = None) -> tuple[_JointAnnealer, torch.Tensor]:
+        r"""The AIS path over joint states and the exact :math:`\log Z_A` of its start.
+
+        The base model keeps only biases, :math:`E_A(v, h) = -b_A^\top v - c^\top h`
+        (independent units, :math:`Z_A = \prod_i (1 + e^{b_{A,i}}) \prod_j (1 + e^{c_j})`,
+        sampled exactly), with :math:`b_A` the log-odds of ``base_data``'s visible means
+        (clamped to ``[1e-3, 1 - 1e-3]``) or else the model's own ``b``. The intermediate
+        distributions are :math:`p^*_\beta(v, h) = e^{-(1 - \beta) E_A - \beta E}`, so one
+        AIS term is :math:`(\beta_k - \beta_{k-1})(E_A - E)(v, h)` and a transition is the
+        machine's unit-by-unit Gibbs sweep at :math:`\beta` (no free energy of a coupled layer
+        is needed). Returns ``(annealer, log_z_a)``, float64. Used by
+        :func:`pgm_lab.rbm.partition.ais` when the machine has couplings (without, it is an
+        RBM and AIS anneals the RBM's free energy instead).
+        """
+        w, b, c = (t.detach().to(torch.float64) for t in (self.W, self.b, self.c))
+        u2 = 2 * self.U.detach().to(torch.float64) if self.visible_couplings else None
+        p2 = 2 * self.P.detach().to(torch.float64) if self.hidden_couplings else None
+        if base_data is not None:
+            p = self.check_visible(base_data, name="base_data").to(torch.float64).mean(0)
+            p = p.clamp(1e-3, 1 - 1e-3)
+            b_base = torch.log(p) - torch.log1p(-p)
+        else:
+            b_base = b.clone()
+        log_z_base = softplus(b_base).sum() + softplus(c).sum()
+        v = torch.bernoulli(torch.sigmoid(b_base).expand(num_runs, -1), generator=generator)
+        h = torch.bernoulli(torch.sigmoid(c).expand(num_runs, -1), generator=generator)
+        return _JointAnnealer(w, b, c, u2, p2, b_base, v, h, generator), log_z_base
+
     # ---- training ----------------------------------------------------------------------------
 
     def fit(self, data: Any, **kwargs: Any) -> History:
@@ -236,12 +268,79 @@ class BoltzmannMachine(EnergyModel):
 
 
 def _scan(x: torch.Tensor, field: torch.Tensor, coupling2: torch.Tensor, beta: float,
-          generator: torch.Generator | None) -> torch.Tensor:
+          generator: torch.Generator | None, offset: torch.Tensor | None = None
+          ) -> torch.Tensor:
     r"""One systematic scan over the units of ``x [..., D]``: unit ``i`` is drawn from
-    :math:`\sigma(\beta(\text{field}_i + x^\top C_{:, i}))` with the current ``x`` (``C`` =
-    twice the symmetric coupling, zero diagonal); returns a new tensor."""
+    :math:`\sigma(a_i + \beta(\text{field}_i + x^\top C_{:, i}))` with the current ``x``
+    (``C`` = twice the symmetric coupling, zero diagonal; ``a`` = ``offset [D]``, default 0);
+    returns a new tensor."""
     x = x.clone()
     for i in range(x.shape[-1]):
-        logit = field[..., i] + x @ coupling2[:, i]
-        x[..., i] = bernoulli_logits(logit.mul_(beta), generator, inplace=True)
+        logit = (field[..., i] + x @ coupling2[:, i]).mul_(beta)
+        if offset is not None:
+            logit.add_(offset[i])
+        x[..., i] = bernoulli_logits(logit, generator, inplace=True)
     return x
+
+
+class _JointAnnealer:
+    r"""Joint states ``(v [M, V], h [M, H])`` of the tempered machine
+
+    .. math:: \log p^*_\beta(v, h) = -(1 - \beta) E_A(v, h) - \beta E(v, h), \qquad
+              E_A = -b_A^\top v - c^\top h,
+
+    the interface of the AIS loop (``v``, ``set``, ``log_ratio``, ``step``). A step is the
+    machine's Gibbs sweep at :math:`\beta` (hidden layer, then visible layer; coupled layers
+    unit by unit) with every logit :math:`(1 - \beta)\,\text{base logit} + \beta\,
+    \text{model logit}`, which leaves :math:`p_\beta` invariant.
+    """
+
+    def __init__(self, w, b, c, u2, p2, b_base, v, h, gen) -> None:  # noqa: ANN001
+        self.w, self.b, self.c, self.u2, self.p2 = w, b, c, u2, p2
+        self.b_base, self.gen = b_base, gen
+        self.set(v, h)
+
+    def _interaction(self) -> torch.Tensor:
+        # E_A - E = (b - b_A).v + v.W.h + v.U.v + h.P.h   ([M])
+        v, h = self.v, self.h
+        out = v @ (self.b - self.b_base) + ((v @ self.w) * h).sum(-1)
+        if self.u2 is not None:
+            out = out + 0.5 * ((v @ self.u2) * v).sum(-1)
+        if self.p2 is not None:
+            out = out + 0.5 * ((h @ self.p2) * h).sum(-1)
+        return out
+
+    def _sample_h(self, beta: float) -> torch.Tensor:
+        # logits c + beta (v W + 2 P h): the base's c and the model's c agree
+        x = self.v @ self.w
+        if self.p2 is None:
+            return torch.bernoulli(torch.sigmoid(self.c + beta * x), generator=self.gen)
+        return _scan(self.h, x, self.p2, beta, self.gen, offset=self.c)
+
+    def _sample_v(self, beta: float) -> torch.Tensor:
+        # logits (1 - beta) b_A + beta (b + W h + 2 U v)
+        x, a = self.h @ self.w.T + self.b, (1 - beta) * self.b_base
+        if self.u2 is None:
+            return torch.bernoulli(torch.sigmoid(a + beta * x), generator=self.gen)
+        return _scan(self.v, x, self.u2, beta, self.gen, offset=a)
+
+    def set(self, v: torch.Tensor, h: torch.Tensor | None = None) -> None:
+        r"""Set the visible states; hidden states ``h``, or else uncoupled hidden units
+        drawn from :math:`p(h \mid v)` (coupled ones: uniform bits, then one scan at
+        :math:`\beta = 1`)."""
+        self.v = v.to(torch.float64)
+        if h is None:
+            self.h = torch.bernoulli(torch.full((v.shape[0], self.c.numel()), 0.5,
+                                                dtype=torch.float64, device=v.device),
+                                     generator=self.gen)
+            h = self._sample_h(1.0)
+        self.h = h
+        self.delta = self._interaction()
+
+    def log_ratio(self, beta_to: float, beta_from: float) -> torch.Tensor:
+        return (beta_to - beta_from) * self.delta
+
+    def step(self, beta: float) -> None:
+        self.h = self._sample_h(beta)
+        self.v = self._sample_v(beta)
+        self.delta = self._interaction()

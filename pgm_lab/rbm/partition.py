@@ -238,7 +238,8 @@ def ais(
     reverse_burn_in: int = 1000,
     seed: int | None = 0,
 ) -> AISResult:
-    r"""Annealed importance sampling estimate of :math:`\log Z` of an RBM.
+    r"""Annealed importance sampling estimate of :math:`\log Z` of an RBM (or of a model that
+    declares its own annealing path).
 
     Anneals from the base-rate model :math:`E_A(v, h) = -b_A^\top v` (no weights, hidden units
     uniform, :math:`Z_A = 2^H \prod_i (1 + e^{b_{A,i}})`) to the RBM through
@@ -258,11 +259,13 @@ def ais(
 
     Args:
         model: an energy model with the RBM energy (``model.has_rbm_energy``, e.g. an
-            :class:`~pgm_lab.rbm.RBM` whose ``energy`` is not overridden), or one that
-            provides its own path: ``model.annealing_path(num_runs, generator, base_data)``
-            returning ``(annealer, log Z_0)``, the annealer holding states ``.v`` with
-            ``set(v)``, ``log_ratio(beta_to, beta_from)`` and ``step(beta)`` (e.g.
-            :class:`~pgm_lab.rbm.GaussianBernoulliRBM`).
+            :class:`~pgm_lab.rbm.RBM` whose ``energy`` is not overridden; annealed as above),
+            or else one that provides its own path: ``model.annealing_path(num_runs,
+            generator, base_data)`` returning ``(annealer, log Z_0)``, the annealer holding
+            states ``.v`` with ``set(v)``, ``log_ratio(beta_to, beta_from)`` and
+            ``step(beta)`` (e.g. :class:`~pgm_lab.rbm.GaussianBernoulliRBM`, or a
+            :class:`~pgm_lab.rbm.BoltzmannMachine` with couplings, which anneals joint states
+            from its biases-only machine with its unit-by-unit Gibbs sweeps).
         num_runs: independent annealing runs ``M``.
         num_betas: number of temperatures (schedule of :func:`ais_schedule`), or ``betas``.
         base_data: binary ``[N, V]`` whose visible means give :math:`b_A` (the "base-rate"
@@ -301,10 +304,10 @@ def ais(
     with torch.no_grad():
         dev = next(model.parameters()).device
         gen = None if seed is None else torch.Generator(device=dev).manual_seed(seed)
-        if own_path:
-            chain, log_z_base = model.annealing_path(num_runs, gen, base_data)
-        else:
+        if getattr(model, "has_rbm_energy", False):  # the RBM path anneals free energies
             chain, log_z_base = _base_rate_path(model, num_runs, gen, base_data)
+        else:
+            chain, log_z_base = model.annealing_path(num_runs, gen, base_data)
         bl = betas.tolist()
         log_w = torch.zeros(num_runs, dtype=torch.float64, device=dev)
         for k in range(1, len(bl)):
