@@ -211,7 +211,7 @@ def train_rbm(x_train: torch.Tensor, x_test: torch.Tensor, out: Path, hidden: in
                            neg_f - res.log_z, "ais", "stochastic-lower", seconds,
                            f"rbm_{hidden}.pt", "static binarized",
                            interval=[v if math.isfinite(v) else None for v in (low, high)])
-    save_atomic(rbm.state_dict(), out / f"rbm_{hidden}.pt")
+    rbm.save(out / f"rbm_{hidden}.pt")
 
     def sample(n: int, s: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(s)

@@ -417,6 +417,58 @@ class RBM(EnergyModel):
             rbm.c.copy_(torch.as_tensor(c, dtype=dtype))
         return rbm
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the parameters to a torch state file, atomically
+        (:func:`pgm_lab.checkpoint.save_atomic`; a crash never leaves a half-written file).
+
+        The file holds ``{"n_visible", "n_hidden", "name", "W" [V, H], "b" [V], "c" [H]}``
+        (detached CPU tensors), so it loads with ``torch.load(path, weights_only=True)`` and
+        any tool can recompute the energy from it. Read back with :meth:`load`.
+        """
+        from ..checkpoint import save_atomic
+
+        save_atomic({"n_visible": self.n_visible, "n_hidden": self.n_hidden,
+                     "name": self._pyro_name,
+                     **{k: getattr(self, k).detach().cpu() for k in ("W", "b", "c")}}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RBM:
+        """The RBM saved by :meth:`save` at ``path``, in the saved dtype.
+
+        Raises:
+            CheckpointError: the file cannot be read, holds more than tensors and plain values,
+                or is not an RBM state (missing keys, sizes that are not positive ints, or
+                parameters of the wrong shape or dtype).
+        """
+        from ..checkpoint import load
+        from ..errors import CheckpointError
+
+        state = load(path)
+        keys = ("n_visible", "n_hidden", "name", "W", "b", "c")
+        if not isinstance(state, dict) or any(k not in state for k in keys):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"expected an RBM state file with keys {list(keys)} in "
+                                  f"{path}, got {got}; write one with RBM.save(path)")
+        v, h = state["n_visible"], state["n_hidden"]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (v, h)):
+            raise CheckpointError(f"expected positive int n_visible and n_hidden in {path}, "
+                                  f"got {v!r} and {h!r}; write the file with RBM.save(path)")
+        shapes = {"W": (v, h), "b": (v,), "c": (h,)}
+        for k, shape in shapes.items():
+            t = state[k]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape \
+                    or not t.is_floating_point() or t.dtype != state["W"].dtype:
+                got = (f"shape {tuple(t.shape)}, dtype {t.dtype}" if isinstance(t, torch.Tensor)
+                       else type(t).__name__)
+                raise CheckpointError(f"expected {k} of shape {shape} (n_visible={v}, "
+                                      f"n_hidden={h}) and W's floating dtype in {path}, got "
+                                      f"{got}; write the file with RBM.save(path)")
+        rbm = cls(v, h, init_std=0.0, dtype=state["W"].dtype, name=str(state["name"]))
+        with torch.no_grad():
+            for k in shapes:
+                getattr(rbm, k).copy_(state[k])
+        return rbm
+
     def extra_repr(self) -> str:
         return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}"
 

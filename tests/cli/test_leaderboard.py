@@ -115,6 +115,16 @@ def test_rbm_20_number_recomputed_by_brute_force_log_z(board, x_test):
     log_z = torch.logsumexp(torch.stack(parts), 0)
     neg_f = x_test @ bv + torch.nn.functional.softplus(x_test @ W + c).sum(-1)
     assert abs(float((neg_f - log_z).mean()) - e["test_ll"]) < 1e-6
+    assert (state["n_visible"], state["n_hidden"]) == (64, 20)
+
+
+def test_rbm_artifacts_load_back_as_rbms(board):
+    from pgm_lab.rbm import RBM
+
+    out, b = board
+    for hidden in (20, 100):
+        rbm = RBM.load(out / _entry(b, f"RBM {hidden} hidden")["artifact"])
+        assert (rbm.n_visible, rbm.n_hidden) == (64, hidden)
 
 
 def test_baseline_and_ais_interval(board, x_test):

@@ -332,3 +332,46 @@ def test_fast_engine_runs_callbacks_and_cd():
     history = RBM(4, 3, seed=0).fit(x, method="cd", epochs=5, batch_size=10,
                                     callbacks=[lambda e, r: seen.append(e) or e == 1])
     assert seen == [0, 1] and len(history.loss) == 2
+
+
+def test_save_load_round_trip_keeps_parameters_dtype_and_name(tmp_path):
+    rbm = random_rbm(5, 3, 1.0, 0)
+    rbm.save(tmp_path / "rbm.pt")
+    state = torch.load(tmp_path / "rbm.pt", weights_only=True)
+    assert (state["n_visible"], state["n_hidden"], state["name"]) == (5, 3, rbm._pyro_name)
+    back = RBM.load(tmp_path / "rbm.pt")
+    assert (back.n_visible, back.n_hidden, back._pyro_name) == (5, 3, rbm._pyro_name)
+    for k in ("W", "b", "c"):
+        assert_close(getattr(back, k), getattr(rbm, k), rtol=0, atol=0)
+    assert back.W.dtype == rbm.W.dtype
+    assert_close(back.log_partition("exact"), rbm.log_partition("exact"), rtol=0, atol=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["rbm.pt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("c"), r"expected an RBM state file with keys .* got \['W', 'b', "),
+    (lambda s: s.update(n_hidden=0), "expected positive int n_visible and n_hidden"),
+    (lambda s: s.update(b=torch.zeros(4)), r"expected b of shape \(5,\).*got shape \(4,\)"),
+    (lambda s: s.update(c=torch.zeros(3, dtype=torch.long)), "expected c of shape"),
+], ids=["missing key", "bad size", "bad shape", "bad dtype"])
+def test_load_refuses_a_malformed_state_file(tmp_path, change, message):
+    from pgm_lab.checkpoint import save_atomic
+    from pgm_lab.errors import CheckpointError
+
+    random_rbm(5, 3, 1.0, 0).save(tmp_path / "rbm.pt")
+    state = torch.load(tmp_path / "rbm.pt", weights_only=True)
+    change(state)
+    save_atomic(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=message):
+        RBM.load(tmp_path / "bad.pt")
+
+
+def test_load_refuses_a_file_that_is_not_a_state_file(tmp_path):
+    from pgm_lab.errors import CheckpointError
+
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        RBM.load(tmp_path / "junk.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="got list"):
+        RBM.load(tmp_path / "list.pt")
