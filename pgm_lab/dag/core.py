@@ -23,7 +23,7 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Distribution
 
 from ..errors import ConfigError, DAGError, InferenceError
-from . import exact, importance, independence, learn, lingauss, mpe, render
+from . import clg, exact, importance, independence, learn, lingauss, mpe, render
 from .graph import suggest, topological_order
 from .logprob import exact_log_prob
 from .spec import CPT, LinearGaussian, Node, as_node
@@ -114,6 +114,7 @@ class DAG:
         # fixed tables: (has a zero entry, log of the smallest positive entry) (exact.py)
         self._table_stats: dict[str, tuple[bool, float]] = {}
         self._check_tables()
+        clg.check_shapes(self)
 
     # ------------------------------------------------------------------ structure
     def parents(self, name: str) -> tuple[str, ...]:
@@ -694,6 +695,11 @@ class DAG:
             raise ConfigError(f"method must be 'exact' or 'importance', got {method!r}")
         if names and all(isinstance(self._spec.get(q), LinearGaussian) for q in names):
             return lingauss.posterior(self, names, evidence, joint=joint)
+        known = [k for k in (*names, *self._evidence, *(evidence or {}))
+                 if isinstance(k, str) and k in self._spec]  # others: errors below
+        if (names and all(q in known and self.is_discrete(q) for q in names)
+                and clg.is_hybrid(self, known)):
+            return clg.posterior(self, names, evidence, joint=joint)
         if joint:
             return exact.joint_posterior(self, names, evidence)
         return exact.posterior(self, query, evidence)
@@ -781,6 +787,8 @@ class DAG:
             observed = {**self._evidence, **(evidence or {})}
             if observed and all(isinstance(self._spec.get(k), LinearGaussian) for k in observed):
                 return lingauss.log_evidence(self, evidence)
+            if clg.is_hybrid(self, [k for k in observed if k in self._spec]):
+                return clg.log_evidence(self, evidence)
             return exact.log_evidence(self, evidence)
         if method == "importance":
             res = importance.importance_log_evidence(self, evidence, num_samples=num_samples,

@@ -23,7 +23,8 @@ from torch.distributions import Distribution
 
 from ..errors import DAGError
 
-__all__ = ["CPT", "LinearGaussian", "Node", "as_node", "cpt", "gaussian", "node"]
+__all__ = ["CPT", "ConditionalLinearGaussian", "LinearGaussian", "Node", "as_node", "cpt",
+           "gaussian", "node"]
 
 
 @dataclass(frozen=True)
@@ -96,32 +97,64 @@ class LinearGaussian(Node):
     scale: float = 1.0
 
 
+@dataclass(frozen=True, eq=False)
+class ConditionalLinearGaussian(Node):
+    """A conditional linear-Gaussian (CLG) node: each configuration :math:`d` of its discrete
+    parents selects its own regression on the continuous parents :math:`u`,
+    :math:`x \\mid d, u \\sim N(b_d + w_d^\\top u, \\sigma_d^2)`.
+
+    Attributes (besides :class:`Node`'s): ``discrete`` the discrete parents (axes of the
+    tables, in this order), ``continuous`` the other parents (in ``parents`` order),
+    ``coef`` float64 ``[card(d_1), ..., card(d_k), m]``, ``intercept`` and ``scale`` float64
+    ``[card(d_1), ..., card(d_k)]``.
+    """
+
+    discrete: tuple[str, ...] = ()
+    continuous: tuple[str, ...] = ()
+    coef: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    intercept: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    scale: torch.Tensor = field(default_factory=lambda: torch.ones((), dtype=torch.float64))
+
+
 def gaussian(parents: Sequence[str], coef: Sequence[float] | torch.Tensor,
-             intercept: float = 0.0, scale: float = 1.0) -> LinearGaussian:
+             intercept: float | Sequence | torch.Tensor = 0.0,
+             scale: float | Sequence | torch.Tensor = 1.0, *,
+             discrete: Sequence[str] = ()) -> LinearGaussian | ConditionalLinearGaussian:
     """A (conditional) linear-Gaussian node for a :class:`DAG` spec.
 
-    .. math:: p(x \\mid u_1, \\dots, u_m) = N\\big(x;\\ b_0 + \\textstyle\\sum_j w_j u_j,\\
-        \\sigma^2\\big)
+    .. math:: p(x \\mid d, u_1, \\dots, u_m) = N\\big(x;\\ b_d + \\textstyle\\sum_j w_{d,j} u_j,\\
+        \\sigma_d^2\\big)
 
-    A network of such nodes is one multivariate normal, so
+    Without ``discrete`` parents there is one regression (a :class:`LinearGaussian`) and a
+    discrete parent, if any, enters as its state index (a number). Parents named in
+    ``discrete`` instead select the row of ``coef``, ``intercept`` and ``scale`` for their
+    configuration :math:`d` (a :class:`ConditionalLinearGaussian`; the shapes are checked
+    against the parents' states when the DAG is built).
+
+    A network of linear-Gaussian nodes is one multivariate normal, so
     :meth:`~pgm_lab.dag.DAG.posterior` and ``log_evidence(method="exact")`` are exact and
     closed form there (:mod:`pgm_lab.dag.lingauss`), and :meth:`~pgm_lab.dag.DAG.fit` is
-    least squares. A discrete parent enters as its state index (a number), not by
-    selecting a row of coefficients; exact inference needs linear-Gaussian parents.
+    least squares. Given its discrete nodes a CLG network is one too, so the posterior of
+    discrete nodes given continuous evidence is exact by enumeration
+    (:mod:`pgm_lab.dag.clg`).
 
     Args:
-        parents: names of the ``m`` parents.
-        coef: the ``m`` weights :math:`w_j`, aligned with ``parents``.
-        intercept: :math:`b_0`.
-        scale: the standard deviation :math:`\\sigma > 0`.
+        parents: names of the parents.
+        coef: the weights :math:`w_j` of the ``m`` continuous parents (``parents`` without
+            ``discrete``, in ``parents`` order): ``[m]``, or ``[card(d_1), ..., card(d_k), m]``
+            with ``k`` discrete parents.
+        intercept: :math:`b_0`, a float or ``[card(d_1), ..., card(d_k)]`` (broadcast).
+        scale: the standard deviation :math:`\\sigma > 0`, as ``intercept``.
+        discrete: the parents whose states select the coefficients (keyword only).
 
     Raises:
-        DAGError: parents not a list of distinct names, ``coef`` of the wrong length or not
-            finite, ``scale`` not positive.
+        DAGError: parents not a list of distinct names, ``discrete`` not among them, ``coef``
+            of the wrong shape or not finite, ``scale`` not positive.
 
     Example:
         >>> x = gaussian([], [], intercept=1.0, scale=2.0)
         >>> y = gaussian(["x"], [0.5], intercept=-5.0, scale=2.0)
+        >>> z = gaussian(["a", "x"], [[0.5], [-1.0]], intercept=[0.0, 3.0], discrete=["a"])
     """
     if isinstance(parents, str) or not all(isinstance(p, str) for p in parents):
         raise DAGError(f"gaussian parents must be a list of node names, got {parents!r}; "
@@ -129,6 +162,15 @@ def gaussian(parents: Sequence[str], coef: Sequence[float] | torch.Tensor,
     parents = tuple(parents)
     if len(set(parents)) != len(parents):
         raise DAGError(f"gaussian parents must be distinct, got {list(parents)}")
+    if isinstance(discrete, str) or not all(isinstance(p, str) for p in discrete):
+        raise DAGError(f"gaussian discrete must be a list of parent names, got {discrete!r}; "
+                       "try discrete=['a']")
+    discrete = tuple(dict.fromkeys(discrete))
+    if not set(discrete) <= set(parents):
+        raise DAGError(f"gaussian discrete must name parents {list(parents)}, got "
+                       f"{list(discrete)}; try adding them to parents")
+    if discrete:
+        return _conditional_gaussian(parents, discrete, coef, intercept, scale)
     try:
         w = torch.as_tensor(coef, dtype=torch.float64).reshape(-1)
         b0, sigma = float(intercept), float(scale)
@@ -150,6 +192,49 @@ def gaussian(parents: Sequence[str], coef: Sequence[float] | torch.Tensor,
         return dist.Normal(loc, torch.as_tensor(sigma, dtype=torch.float64))
 
     return LinearGaussian(parents, conditional, coef=w, intercept=b0, scale=sigma)
+
+
+def _conditional_gaussian(parents: tuple[str, ...], discrete: tuple[str, ...], coef, intercept,
+                          scale) -> ConditionalLinearGaussian:
+    continuous = tuple(p for p in parents if p not in discrete)
+    k, m = len(discrete), len(continuous)
+    try:
+        w = torch.as_tensor(coef, dtype=torch.float64)
+        b = torch.as_tensor(intercept, dtype=torch.float64)
+        s = torch.as_tensor(scale, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DAGError(f"gaussian coef, intercept and scale must be numbers: {exc}") from exc
+    if m == 0 and w.numel() == 0 and w.dim() <= 1:
+        w = torch.zeros(*b.shape, *s.shape[len(b.shape):], 0, dtype=torch.float64)
+    expected = f"[{', '.join(f'card({d})' for d in discrete)}, {m}]"
+    if w.dim() != k + 1 or w.shape[-1] != m:
+        raise DAGError(f"gaussian with discrete parents {list(discrete)} and continuous parents "
+                       f"{list(continuous)}: expected coef of shape {expected}, got "
+                       f"{tuple(w.shape)}")
+    try:
+        b = b.expand(w.shape[:-1]).clone()
+        s = s.expand(w.shape[:-1]).clone()
+    except RuntimeError as exc:
+        raise DAGError(f"gaussian intercept {tuple(b.shape)} and scale {tuple(s.shape)} must "
+                       f"broadcast to the discrete configurations {tuple(w.shape[:-1])} of "
+                       f"coef (shape {expected[:-len(f', {m}]')]}])") from exc
+    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(b).all())):
+        raise DAGError("gaussian coef and intercept must be finite, got non-finite entries")
+    if not (bool((s > 0).all()) and bool(torch.isfinite(s).all())):
+        raise DAGError(f"gaussian scale must be positive, got {s.flatten()[:5].tolist()}; try "
+                       "scale=1.0")
+    d_pos = [parents.index(d) for d in discrete]
+    c_pos = [parents.index(c) for c in continuous]
+
+    def conditional(*values: torch.Tensor) -> dist.Normal:
+        idx = tuple(torch.as_tensor(values[i]).long() for i in d_pos)
+        loc = b[idx]
+        for j, i in enumerate(c_pos):
+            loc = loc + w[idx + (j,)] * torch.as_tensor(values[i], dtype=torch.float64)
+        return dist.Normal(loc, s[idx])
+
+    return ConditionalLinearGaussian(parents, conditional, discrete=discrete,
+                                     continuous=continuous, coef=w, intercept=b, scale=s)
 
 
 def cpt(
