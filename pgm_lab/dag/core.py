@@ -23,7 +23,7 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Distribution
 
 from ..errors import ConfigError, DAGError, InferenceError
-from . import clg, exact, importance, independence, learn, lingauss, mpe, render
+from . import causal, clg, exact, importance, independence, learn, lingauss, mpe, render
 from .graph import suggest, topological_order
 from .logprob import exact_log_prob
 from .spec import CPT, LinearGaussian, Node, as_node
@@ -761,6 +761,15 @@ class DAG:
         see :func:`pgm_lab.dag.independence.adjustment_set`."""
         return independence.adjustment_set(self._parents, self.nodes, self._check_name(treatment),
                               self._check_name(outcome))
+
+    def average_causal_effect(self, data: Mapping[str, Any], treatment: str, outcome: str,
+                              treatment_values: tuple[Any, Any] = (0, 1)
+                              ) -> causal.CausalEffect:
+        """Estimate :math:`E[y \\mid do(t=b)] - E[y \\mid do(t=a)]` from observational
+        ``data`` (``name -> values [N]``) by back-door adjustment over
+        :meth:`adjustment_set`, with its standard error; see
+        :func:`pgm_lab.dag.causal.average_causal_effect`."""
+        return causal.average_causal_effect(self, data, treatment, outcome, treatment_values)
 
     def log_evidence(self, evidence: Mapping[str, Any] | None = None, *, method: str = "exact",
                      num_samples: int = 1000, guide: Callable | None = None,
