@@ -51,7 +51,7 @@ from ..errors import ConfigError, DAGError
 from .exact import _BATCH, _contract, _factors
 from .graph import ancestors
 from .lingauss import fit_regression
-from .spec import CPT, LinearGaussian, Node
+from .spec import CPT, ConditionalLinearGaussian, LinearGaussian, Node
 
 if TYPE_CHECKING:
     from .core import DAG
@@ -121,7 +121,8 @@ def fit(dag: DAG, data: Mapping[str, Any], *, method: str = "auto",
     if method == "auto":
         # all-table networks have no Pyro parameters for SVI to train: counts (which needs
         # complete data and says so); linear-Gaussian ones: least squares; else SVI
-        gaussian = {n for n in dag.nodes if isinstance(dag.spec[n], LinearGaussian)}
+        gaussian = {n for n in dag.nodes
+                    if isinstance(dag.spec[n], (LinearGaussian, ConditionalLinearGaussian))}
         closed = set(learnable_by_counts(dag)) | set(dag._interventions) | gaussian
         method = ("counts" if _all_tables(dag) else
                   "regression" if gaussian == set(dag.nodes) else

@@ -32,7 +32,7 @@ from pyro.distributions import MultivariateNormal, Normal
 
 from ..errors import DAGError, InferenceError
 from .graph import ancestors
-from .spec import LinearGaussian, gaussian
+from .spec import ConditionalLinearGaussian, LinearGaussian, gaussian
 
 if TYPE_CHECKING:
     from .core import DAG
@@ -150,18 +150,33 @@ def log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None) -> torch.T
     return MultivariateNormal(mean[e_idx], covariance_matrix=cov[e_idx][:, e_idx]).log_prob(x_e)
 
 
+def _least_squares(name: str, y: torch.Tensor, parents: list[torch.Tensor], where: str = ""
+                   ) -> tuple[torch.Tensor, float]:
+    """``(beta [1 + m], scale)``: intercept and weights of ``y`` on ``parents``, and the root
+    mean squared residual."""
+    x = torch.stack([torch.ones_like(y), *parents], -1)
+    if x.shape[0] <= x.shape[1]:
+        raise DAGError(f"fitting {name!r}{where} by least squares needs more than {x.shape[1]} "
+                       f"rows, got {x.shape[0]}")
+    beta = torch.linalg.lstsq(x, y.unsqueeze(-1)).solution.squeeze(-1)
+    return beta, float((y - x @ beta).pow(2).mean().sqrt())
+
+
 def fit_regression(dag: DAG, data: Mapping[str, Any]) -> DAG:
-    """A new DAG with every linear-Gaussian node refitted by least squares on ``data``.
+    """A new DAG with every (conditional) linear-Gaussian node refitted by least squares on
+    ``data``; a :class:`~pgm_lab.dag.spec.ConditionalLinearGaussian` node gets one regression
+    per configuration of its discrete parents, on the rows with that configuration.
 
     Args:
         data: ``name -> float values [N]`` for every node and parent refitted.
 
     Raises:
         DAGError: a node or parent missing from ``data``, rows of different lengths, fewer
-            rows than a node's parents plus one.
+            rows than a node's parents plus one (per discrete configuration).
     """
     spec = dict(dag._spec)
-    fitted = [v for v in dag.nodes if isinstance(spec[v], LinearGaussian)]
+    fitted = [v for v in dag.nodes
+              if isinstance(spec[v], (LinearGaussian, ConditionalLinearGaussian))]
     needed = list(dict.fromkeys(c for v in fitted for c in (v, *spec[v].parents)))
     missing = [c for c in needed if c not in data]
     if missing:
@@ -174,13 +189,22 @@ def fit_regression(dag: DAG, data: Mapping[str, Any]) -> DAG:
                        f"{sorted({c.shape[0] for c in cols.values()})}; expected N rows each")
     for v in fitted:
         nd = spec[v]
-        y = cols[v]
-        x = torch.stack([torch.ones_like(y), *(cols[p] for p in nd.parents)], -1)
-        if x.shape[0] <= x.shape[1]:
-            raise DAGError(f"fitting {v!r} by least squares needs more than {x.shape[1]} rows, "
-                           f"got {x.shape[0]}")
-        beta = torch.linalg.lstsq(x, y.unsqueeze(-1)).solution.squeeze(-1)
-        resid = y - x @ beta
-        scale = float(resid.pow(2).mean().sqrt())
-        spec[v] = gaussian(nd.parents, beta[1:], intercept=float(beta[0]), scale=scale)
+        if isinstance(nd, LinearGaussian):
+            beta, scale = _least_squares(v, cols[v], [cols[p] for p in nd.parents])
+            spec[v] = gaussian(nd.parents, beta[1:], intercept=float(beta[0]), scale=scale)
+            continue
+        coef, intercept = torch.empty_like(nd.coef), torch.empty_like(nd.intercept)
+        scale = torch.empty_like(nd.scale)
+        for config in torch.cartesian_prod(*(torch.arange(c) for c in nd.intercept.shape)
+                                           ).reshape(-1, len(nd.discrete)).tolist():
+            rows = torch.ones_like(cols[v], dtype=torch.bool)
+            for d, i in zip(nd.discrete, config):
+                rows &= cols[d] == i
+            where = f" where {dict(zip(nd.discrete, config))}"
+            beta, sigma = _least_squares(v, cols[v][rows],
+                                         [cols[p][rows] for p in nd.continuous], where)
+            coef[tuple(config)], intercept[tuple(config)] = beta[1:], beta[0]
+            scale[tuple(config)] = sigma
+        spec[v] = gaussian(nd.parents, coef, intercept=intercept, scale=scale,
+                           discrete=nd.discrete)
     return dag._derive(spec)

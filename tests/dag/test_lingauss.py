@@ -155,3 +155,31 @@ def test_fit_of_a_mixed_network_uses_counts_for_tables_and_least_squares_for_gau
     torch.testing.assert_close(nd.intercept, float(beta[0]))
     names = {**data, "a": [dag.states("a")[int(i)] for i in a]}  # state names work too
     torch.testing.assert_close(dag.fit(names).spec["y"].coef, beta[1:])
+
+
+def test_fit_of_conditional_gaussian_nodes_is_least_squares_per_discrete_configuration():
+    from pgm_lab.dag import cpt
+
+    dag = DAG({"a": cpt([], [0.4, 0.6]), "b": cpt(["a"], [[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]),
+               "x": gaussian(["a"], [], intercept=[-1.0, 2.0], scale=[0.8, 1.5], discrete=["a"]),
+               "y": gaussian(["b", "x"], [[1.5], [-0.5], [0.3]], intercept=[0.0, 1.0, -2.0],
+                             scale=[0.5, 1.0, 0.7], discrete=["b"])})
+    data = dag.sample(3000, seed=5)
+    fitted = dag.fit(data)  # auto: closed form, tables by counts
+    nd = fitted.spec["y"]
+    assert nd.discrete == ("b",) and nd.coef.shape == (3, 1)
+    for b in range(3):
+        rows = data["b"] == b
+        y, x = data["y"][rows], data["x"][rows].double()
+        design = torch.stack([torch.ones_like(y), x], -1)
+        beta = torch.linalg.lstsq(design, y.unsqueeze(-1)).solution.squeeze(-1)
+        torch.testing.assert_close(nd.coef[b], beta[1:])
+        torch.testing.assert_close(nd.intercept[b], beta[0])
+        torch.testing.assert_close(nd.scale[b], (y - design @ beta).pow(2).mean().sqrt())
+    for a in range(2):
+        x = data["x"][data["a"] == a].double()
+        torch.testing.assert_close(fitted.spec["x"].intercept[a], x.mean())
+    torch.testing.assert_close(fitted.tables(["a"])["a"][1], data["a"].double().mean())
+    few = {k: v[:4] for k, v in data.items()}
+    with pytest.raises(DAGError, match=r"fitting '[xy]' where \{'[ab]': \d\} by least squares"):
+        dag.fit(few, method="closed-form")
