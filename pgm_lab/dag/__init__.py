@@ -28,11 +28,12 @@ from .core import DAG
 from .importance import ImportanceResult, importance_log_evidence
 from .interop import to_pgmpy
 from .networks import available as available_networks
-from .spec import CPT, LinearGaussian, Node, cpt, gaussian, node
+from .spec import CPT, ConditionalLinearGaussian, LinearGaussian, Node, cpt, gaussian, node
 from .structure import learn_structure
 
 __all__ = [
     "CPT",
+    "ConditionalLinearGaussian",
     "DAG",
     "DAGError",
     "ImportanceResult",
