@@ -99,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
           "images)")
     print(format_table(board))
     print("bound: exact = exact inference / exact log Z; stochastic-lower = an estimate whose "
-          "expectation is at most log p(x) (IWAE-k, AIS); interval: AIS log Z ± 3σ flipped into "
-          "the log-likelihood")
+          "expectation is at most log p(x) (IWAE-k, AIS over a decoder's latents); "
+          "stochastic-upper = at least log p(x) in expectation (an RBM's test LL from an AIS "
+          "log Z, which underestimates log Z); interval: AIS log Z ± 3σ flipped into the "
+          "log-likelihood")
     print(f"wrote {Path(args.out) / 'leaderboard.json'}, models and figures in {args.out} "
           f"({time.perf_counter() - t0:.0f} s)")
     return 0

@@ -208,7 +208,7 @@ def train_rbm(x_train: torch.Tensor, x_test: torch.Tensor, out: Path, hidden: in
             low, high = mean - float(res.log_z_upper), mean - float(res.log_z_lower)
             reverse = mean - float(res.reverse.log_z)
             entry = _entry(f"RBM {hidden} hidden (reverse AIS {reverse:.2f})", "rbm",
-                           neg_f - res.log_z, "ais", "stochastic-lower", seconds,
+                           neg_f - res.log_z, "ais", "stochastic-upper", seconds,
                            f"rbm_{hidden}.pt", "static binarized",
                            interval=[v if math.isfinite(v) else None for v in (low, high)])
     rbm.save(out / f"rbm_{hidden}.pt")

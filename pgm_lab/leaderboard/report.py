@@ -47,10 +47,11 @@ def plot_leaderboard(board: Mapping[str, Any], path: str | os.PathLike | None = 
     entries = board["entries"]
     fig = Figure(figsize=(8, 0.45 * len(entries) + 1.6), layout="constrained")
     ax = fig.subplots()
+    styles = {"exact": ("o", "tab:blue"), "stochastic-upper": (">", "tab:purple")}
     for i, e in enumerate(entries):
         exact = e["bound"] == "exact"
-        colour = "tab:blue" if exact else "tab:orange"
-        ax.errorbar(e["test_ll"], i, xerr=e["stderr"], fmt="o" if exact else "<",
+        marker, colour = styles.get(e["bound"], ("<", "tab:orange"))
+        ax.errorbar(e["test_ll"], i, xerr=e["stderr"], fmt=marker,
                     color=colour, mfc=colour if exact else "white", capsize=3)
         if e["interval"] is not None:
             lo, hi = e["interval"]
@@ -62,7 +63,9 @@ def plot_leaderboard(board: Mapping[str, Any], path: str | os.PathLike | None = 
     ax.set_xlabel("mean test log-likelihood (nats per image; higher is better)")
     ax.plot([], [], "o", color="tab:blue", label="exact")
     ax.plot([], [], "<", color="tab:orange", mfc="white", label="stochastic lower bound")
-    ax.plot([], [], color="tab:orange", lw=4, alpha=0.4, label="AIS interval (log Z ± 3σ)")
+    ax.plot([], [], ">", color="tab:purple", mfc="white",
+            label="stochastic upper bound (RBM: AIS log Z)")
+    ax.plot([], [], color="tab:purple", lw=4, alpha=0.4, label="AIS interval (log Z ± 3σ)")
     ax.legend(loc="lower right", fontsize=7)  # the worst rows sit on the left
     ax.set_title(f"{board['dataset']}: {board['n_test']} statically binarized test images "
                  "(bars: ± 1 s.e. over images)", fontsize=9)

@@ -41,7 +41,7 @@ def test_schema_and_files(board):
     assert families == {"baseline", "bayesian-network", "rbm", "vae", "gan"}
     for e in b["entries"]:
         assert list(e) == KEYS
-        assert e["bound"] in ("exact", "stochastic-lower", "lower")
+        assert e["bound"] in ("exact", "stochastic-lower", "stochastic-upper", "lower")
         assert (e["bound"] == "exact") == (e["estimator"] == "exact")
         assert math.isfinite(e["test_ll"]) and e["stderr"] > 0 and e["train_seconds"] >= 0
         assert (out / e["artifact"]).stat().st_size > 0
