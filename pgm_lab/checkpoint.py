@@ -124,12 +124,13 @@ def load(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refused checkpoint {path}: expected only tensors and plain "
-                              f"Python values, got a pickle that needs more ({first}); "
-                              "nothing in it was run. Load only checkpoints you wrote") from exc
+        raise CheckpointError(f"refused checkpoint {path}: expected a torch file of only "
+                              "tensors and plain Python values, got a file that is corrupt or "
+                              f"needs code to load ({first}); nothing in it was run. Load only "
+                              "checkpoints you wrote") from exc
     except Exception as exc:  # noqa: BLE001 -- truncated zip, bad magic, I/O error...
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}; delete it or start "
-                              "without resume") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}; "
+                              "delete it or start without resume") from exc
 
 
 def check_writable(path: str | os.PathLike, name: str = "checkpoint") -> Path:
