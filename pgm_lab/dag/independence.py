@@ -39,19 +39,12 @@ def names(x: str | Iterable[str], what: str) -> set[str]:
 
 
 def descendants(parents: Parents, names: Iterable[str]) -> set[str]:
-    """``names`` together with all their descendants."""
+    """``names`` together with all their descendants: their ancestors in the reversed graph."""
     children: dict[str, list[str]] = {n: [] for n in parents}
     for n, ps in parents.items():
         for p in ps:
             children[p].append(n)
-    out: set[str] = set()
-    stack = list(names)
-    while stack:
-        n = stack.pop()
-        if n not in out:
-            out.add(n)
-            stack.extend(children[n])
-    return out
+    return ancestors(children, names)
 
 
 def is_dseparated(parents: Parents, x: str | Iterable[str], y: str | Iterable[str],
