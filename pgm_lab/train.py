@@ -50,6 +50,7 @@ __all__ = [
     "save_checkpoint_atomic",
 ]
 
+CUDA_CHECK_EVERY = 50  # steps between reads of the loss on CUDA (one host sync each)
 CHECKPOINT_VERSION = 2  # 1 held numpy arrays and python tuples: it needed unsafe loading
 
 
@@ -190,6 +191,7 @@ def fit(
     desc: str = "fit",
     num_threads: int | None = None,
     distributed: bool | str = "auto",
+    check_every: int | None = None,
 ) -> History:
     """Train ``model``/``guide`` with :class:`pyro.infer.SVI` on minibatches of ``data``.
 
@@ -259,6 +261,12 @@ def fit(
             every rank resumes from it. A rank that dies makes the others raise
             :class:`TrainingError` within the group's timeout
             (:data:`pgm_lab.distributed.DEFAULT_TIMEOUT`).
+        check_every: read the loss to the host, and check that it is finite, every
+            ``check_every`` steps (and at the end of each epoch). ``None``: every step on the
+            CPU, every 50 steps on CUDA. A loss that returns its value as a device tensor
+            (``loss_and_grads_on_device``, e.g. :class:`pgm_lab.infer.IWAE`) is summed on
+            the device in between, so steps do not wait for the GPU; a non-finite sum names
+            the window of steps it covers.
 
     Returns:
         :class:`History` of per-epoch mean loss per data point and wall time.
@@ -272,6 +280,10 @@ def fit(
             optimizer, or was written with another configuration or data.
     """
     _check_arguments(epochs, batch_size, checkpoint, resume, num_threads)
+    if check_every is not None and (isinstance(check_every, bool)
+                                    or not isinstance(check_every, int) or check_every < 1):
+        raise ConfigError(f"check_every must be a positive int or None, got {check_every!r}; "
+                          "try None (every step on the CPU, every 50 on CUDA)")
     if not (distributed is True or distributed is False or distributed == "auto"):
         raise ConfigError(f"distributed must be 'auto', True or False, got {distributed!r}")
     params = [p for mod in _modules_of(model, guide) for p in mod.parameters()]
@@ -279,6 +291,10 @@ def fit(
         run = _prepare(model, guide, data, loss=loss, optim=optim, batch_size=batch_size,
                        seed=seed, device=device, checkpoint=checkpoint, transform=transform,
                        plate_name=plate_name, shuffle=shuffle, distributed=distributed)
+        if check_every is not None:
+            run.check_every = check_every
+        elif run.device.type == "cuda":
+            run.check_every = CUDA_CHECK_EVERY
         history, start_epoch = History(), 0
         resuming = bool(resume) and run.checkpoint is not None and run.checkpoint.exists()
         if run.ctx is not None:  # rank 0's file decides: other nodes may not see it
@@ -324,6 +340,7 @@ class _Run:
     ctx: dist_io.Context | None  # None: a single process
     seed: int | None
     shared: set[str] = field(default_factory=set)  # params given rank 0's values (by name)
+    check_every: int = 1  # steps between reads (and finiteness checks) of the loss
 
     @property
     def is_main(self) -> bool:
@@ -437,7 +454,7 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
     steps = math.ceil(n / b)
     order = torch.randperm(n, generator=run.gen) if run.shuffle else torch.arange(n)
     order = order.to(run.device)
-    epoch_loss = 0.0
+    epoch_loss, window, first = 0.0, 0.0, 0  # window: the loss of steps first..step, unread
     for step in range(steps):
         idx = order[step * b : (step + 1) * b]
         batch = [t[idx] for t in run.tensors]
@@ -447,16 +464,33 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
             rows = dist_io.shard(int(idx.shape[0]), run.ctx)
             batch = [t[rows] for t in batch]
         step_loss = _step(run, svi, batch, f"epoch {epoch}, step {step}", int(idx.shape[0]))
-        epoch_loss += step_loss
+        # float64 on the device, as the host sums the floats of losses read every step
+        window = window + (step_loss.double() if isinstance(step_loss, torch.Tensor)
+                           else step_loss)
         bar.update(1)
-        bar.set_postfix(epoch=epoch, loss=f"{step_loss / n:.4g}")
+        if step + 1 - first == run.check_every or step == steps - 1:
+            value = float(window)  # the one host synchronisation of the window
+            where = (f"epoch {epoch}, step {step}" if first == step
+                     else f"epoch {epoch}, steps {first}-{step} (their summed loss)")
+            if not math.isfinite(value):
+                raise TrainingError(f"loss is {value} at {where}{_kept(run)}. Lower the "
+                                    "learning rate or check the model's scales")
+            bar.set_postfix(epoch=epoch, loss=f"{value / (step + 1 - first) / n:.4g}")
+            epoch_loss, window, first = epoch_loss + value, 0.0, step + 1
     return EpochRecord(epoch=epoch, loss=epoch_loss / steps / n,
                        seconds=time.perf_counter() - t0, steps=steps)
 
 
+def _kept(run: _Run) -> str:
+    """The error-message tail naming the last good checkpoint, if there is one."""
+    return (f"; last good checkpoint: {run.checkpoint}"
+            if run.checkpoint and os.path.exists(run.checkpoint) else "")
+
+
 def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
-          global_size: int) -> float:
-    """One SVI step on ``batch`` with the plate scaled by ``N / B``; NaN -> TrainingError.
+          global_size: int) -> float | torch.Tensor:
+    """One SVI step on ``batch`` with the plate scaled by ``N / B``; a NaN parameter or
+    distribution argument -> TrainingError (a NaN loss is caught by :func:`_train_epoch`).
 
     ``B`` is ``global_size``, the minibatch of all ranks together; with ``W`` ranks each
     scales its share by ``W N / B`` and the gradients are averaged.
@@ -466,11 +500,10 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
     svi.guide = scale_plate(run.guide, run.plate_name, scale)
     if run.ctx is not None:
         svi.model, svi.guide = _ShareNewParams(run)(svi.model), _ShareNewParams(run)(svi.guide)
-    kept = (f"; last good checkpoint: {run.checkpoint}"
-            if run.checkpoint and os.path.exists(run.checkpoint) else "")
     try:
-        step_loss = svi.step(*batch) if run.ctx is None else _parallel_step(run, svi, batch,
-                                                                             where)
+        if run.ctx is not None:
+            return _parallel_step(run, svi, batch, where)
+        return _svi_step(run, svi, batch)
     except ValueError as exc:
         # Pyro's validation raises ValueError on a NaN distribution parameter.
         bad = _non_finite_params()
@@ -481,12 +514,22 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
             raise
         what = (f"parameters {bad} became NaN or infinite" if bad else
                 "a value became NaN or infinite: " + " ".join(message.splitlines()[:2]))
-        raise TrainingError(f"{what} at {where}{kept}. Lower the learning rate "
+        raise TrainingError(f"{what} at {where}{_kept(run)}. Lower the learning rate "
                             "or check the model's scales") from exc
-    if not math.isfinite(step_loss):
-        raise TrainingError(f"loss is {step_loss} at {where}{kept}. Lower the "
-                            "learning rate or check the model's scales")
-    return step_loss
+
+
+def _svi_step(run: _Run, svi: SVI, batch: list[torch.Tensor]) -> float | torch.Tensor:
+    """:meth:`pyro.infer.SVI.step`, returning the loss as a device tensor when the loss
+    offers ``loss_and_grads_on_device`` (``SVI.step`` reads it to the host: a GPU sync)."""
+    on_device = getattr(run.loss, "loss_and_grads_on_device", None)
+    if on_device is None:
+        return svi.step(*batch)
+    with pyro.poutine.trace(param_only=True) as param_capture:
+        loss = on_device(svi.model, svi.guide, *batch)
+    params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+    svi.optim(params)
+    pyro.infer.util.zero_grads(params)
+    return loss
 
 
 def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:

@@ -11,6 +11,7 @@ import torch
 from _fit_models import TinyFactor, tiny_data
 
 from pgm_lab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from pgm_lab.infer import IWAE
 from pgm_lab.train import fit, resolve_device, save_checkpoint_atomic, scale_plate
 
 HERE = Path(__file__).parent
@@ -88,6 +89,55 @@ def test_nan_raises_training_error_with_epoch_and_step(tmp_path, poison):
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2  # last good checkpoint kept
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
+def test_a_nan_loss_between_checks_names_the_window_of_steps(tmp_path):
+    calls = {"n": 0}
+
+    def model(x):
+        calls["n"] += 1
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+        if calls["n"] == 9:  # epoch 2 (3 steps per epoch), step 2
+            pyro.factor("bad", torch.tensor(float("nan")))
+
+    ckpt = tmp_path / "ck.pt"
+    with pytest.raises(TrainingError, match=r"loss is nan at epoch 2, steps 0-2 .*ck\.pt"):
+        with pyro.validation_enabled(False):
+            fit(model, None, torch.randn(12), loss=IWAE(1), epochs=5, batch_size=4,
+                device="cpu", checkpoint=ckpt, progress=False, check_every=3)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2  # last good checkpoint kept
+
+
+def _iwae_fit(**kw):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    m = TinyFactor()
+    return fit(m.model, m.guide, tiny_data(), loss=IWAE(3), optim=pyro.optim.SGD({"lr": 1e-5}),
+               epochs=2, batch_size=16, seed=5, device="cpu", progress=False, **kw)
+
+
+def test_iwae_steps_read_no_loss_to_the_host_between_checks(monkeypatch):
+    # Tensor.item / float(tensor) is what stalls a GPU: it waits for every queued kernel.
+    # (SGD keeps no step counters: Adam's are CPU tensors read by .item(), no device sync.)
+    reads = {"n": 0}
+    for name in ("item", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            reads["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    hist = _iwae_fit(check_every=4)
+    assert [r.steps for r in hist.epochs] == [6, 6]
+    assert reads["n"] == 4  # one read per window: steps 0-3 and 4-5 of each epoch
+
+
+def test_check_every_does_not_change_the_history():
+    assert _iwae_fit(check_every=4).loss == _iwae_fit(check_every=1).loss
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     save_checkpoint_atomic({"a": torch.ones(3)}, path)
@@ -154,6 +204,8 @@ def test_resume_from_garbage_checkpoint_raises(tmp_path):
         ({"device": "tpu9"}, ConfigError, "device"),
         ({"num_threads": 0}, ConfigError, "num_threads"),
         ({"num_threads": True}, ConfigError, "num_threads"),
+        ({"check_every": 0}, ConfigError, "check_every"),
+        ({"check_every": True}, ConfigError, "check_every"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):

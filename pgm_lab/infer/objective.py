@@ -233,10 +233,17 @@ class IWAE(ELBO):
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any,
                        **kwargs: Any) -> float:
         """Compute :math:`-\\mathcal L_K`, backpropagate the estimator, return the loss."""
+        return float(self.loss_and_grads_on_device(model, guide, *args, **kwargs))
+
+    def loss_and_grads_on_device(self, model: Callable, guide: Callable, *args: Any,
+                                 **kwargs: Any) -> torch.Tensor:
+        """:meth:`loss_and_grads` returning :math:`-\\mathcal L_K` as a detached 0-d tensor
+        on the model's device: no host synchronisation, so a GPU keeps its queue of kernels
+        (:func:`pgm_lab.train.fit` reads the sum of the losses every ``check_every`` steps)."""
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:
             loss.backward()
-        return float(loss.detach())
+        return loss.detach()
 
 
 def _scale_grad(factor: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

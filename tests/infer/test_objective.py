@@ -31,6 +31,21 @@ def _loss_and_grads(loss, model, guide, x, seed):
 
 
 @pytest.mark.parametrize("estimator", ["standard", "stl", "dreg"])
+def test_loss_and_grads_on_device_is_the_loss_as_a_detached_tensor(estimator):
+    vae, guide = _vae_pair()
+    x = torch.bernoulli(torch.full((9, 12), 0.3))
+    ref, ref_grads = _loss_and_grads(IWAE(4, estimator), vae.model, guide, x, seed=3)
+    for _, p in pyro.get_param_store().named_parameters():
+        p.grad = None
+    pyro.set_rng_seed(3)
+    value = IWAE(4, estimator).loss_and_grads_on_device(vae.model, guide, x)
+    assert isinstance(ref, float) and value.shape == () and not value.requires_grad
+    assert value.item() == ref
+    grads = {name: p.grad for name, p in pyro.get_param_store().named_parameters()}
+    torch.testing.assert_close(grads, ref_grads)
+
+
+@pytest.mark.parametrize("estimator", ["standard", "stl", "dreg"])
 def test_one_particle_equals_trace_elbo(estimator):
     vae, guide = _vae_pair()
     x = torch.bernoulli(torch.full((9, 12), 0.3))
