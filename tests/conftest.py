@@ -3,6 +3,7 @@ import os
 import pyro
 import pytest
 import torch
+from _one_thread import one_thread
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -15,3 +16,10 @@ def _seed_and_clear_param_store():
     pyro.clear_param_store()
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def single_thread():
+    """Use with ``pytestmark = pytest.mark.usefixtures("single_thread")`` in modules of tiny ops."""
+    with one_thread():
+        yield

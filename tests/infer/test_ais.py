@@ -16,14 +16,7 @@ from pgm_lab.models import VAE
 Z = 3.0  # z-score threshold of the statistical tests (seeded, so deterministic)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """AIS runs thousands of small kernels; intra-op threads only add synchronization (8x
-    slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _mean_and_se(d: torch.Tensor) -> tuple[float, float]:

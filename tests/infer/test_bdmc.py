@@ -14,12 +14,7 @@ from pgm_lab.models import VAE
 Z = 3.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of small kernels: threads only add synchronization
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _mean_and_se(d: torch.Tensor) -> tuple[float, float]:

@@ -15,12 +15,7 @@ from pgm_lab.infer import bound_report, iwae_curve
 Z = 3.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of small kernels: threads only add synchronization
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_report_orders_the_bounds_and_measures_them_against_ais(lg, make_shifted_guide,

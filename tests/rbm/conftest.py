@@ -1,8 +1,6 @@
-import contextlib
-
 import pyro
 import pytest
-import torch
+from _one_thread import one_thread
 
 from pgm_lab.data import load_dataset
 from pgm_lab.rbm import RBM
@@ -13,23 +11,6 @@ def digits():
     """Statically binarized digits: (train [1437, 64], test [360, 64])."""
     return (load_dataset("digits", "train", binarize="static"),
             load_dataset("digits", "test", binarize="static"))
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Tiny matmuls run faster on one thread (OpenMP spin-waits dominate on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-@pytest.fixture
-def single_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="session")
