@@ -74,6 +74,17 @@ def brute_force(dag):
     return joint
 
 
+def draw_evidence(data, dag, joint):
+    """Evidence (node -> state index) on a random subset of ``dag``'s nodes, drawn with
+    hypothesis' ``st.data()``; returns it with the slice of the brute-force ``joint`` it selects
+    and the unobserved nodes in order."""
+    nodes = list(dag.nodes)
+    observed = data.draw(st.lists(st.sampled_from(nodes), unique=True, max_size=len(nodes)))
+    ev = {v: data.draw(st.integers(0, len(dag.states(v)) - 1)) for v in observed}
+    sub = joint[tuple(ev.get(n, slice(None)) for n in nodes)]
+    return ev, sub, [n for n in nodes if n not in ev]
+
+
 @st.composite
 def small_networks(draw):
     n = draw(st.integers(1, 6))

@@ -9,7 +9,13 @@ from pgm_lab.dag import DAG, cpt, read_bif
 from pgm_lab.errors import DAGError, InferenceError
 
 from ._oracles import brute_force as _brute_force
-from ._oracles import pgmpy_file, pgmpy_from_dag, pgmpy_posterior, small_networks
+from ._oracles import (
+    draw_evidence,
+    pgmpy_file,
+    pgmpy_from_dag,
+    pgmpy_posterior,
+    small_networks,
+)
 
 # Every bnlearn network in pgmpy's wheel up to win95pts/hepar2 size.
 NETWORKS = ["asia", "cancer", "earthquake", "sachs", "survey", "alarm", "child", "insurance",
@@ -299,11 +305,7 @@ def test_marginals_are_one_backward_pass_not_one_contraction_per_node(monkeypatc
 def test_marginals_match_brute_force_enumeration(net, data):
     dag, _ = net
     joint = _brute_force(dag)
-    nodes = list(dag.nodes)
-    observed = data.draw(st.lists(st.sampled_from(nodes), unique=True, max_size=len(nodes)))
-    ev = {v: data.draw(st.integers(0, len(dag.states(v)) - 1)) for v in observed}
-    sub = joint[tuple(ev.get(n, slice(None)) for n in nodes)]
-    kept = [n for n in nodes if n not in ev]
+    ev, sub, kept = draw_evidence(data, dag, joint)
     if sub.sum() == 0:
         with pytest.raises(DAGError, match="probability zero"):
             dag.marginals(ev)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pgm_lab.dag import DAG, cpt, maxplus, read_bif
 from pgm_lab.errors import DAGError
 
-from ._oracles import brute_force, pgmpy, pgmpy_from_dag, small_networks
+from ._oracles import brute_force, draw_evidence, pgmpy, pgmpy_from_dag, small_networks
 
 
 @settings(max_examples=30, deadline=None)
@@ -17,11 +17,7 @@ from ._oracles import brute_force, pgmpy, pgmpy_from_dag, small_networks
 def test_mpe_and_marginal_map_match_brute_force_enumeration(net, data):
     dag, _ = net
     joint = brute_force(dag)
-    nodes = list(dag.nodes)
-    observed = data.draw(st.lists(st.sampled_from(nodes), unique=True, max_size=len(nodes)))
-    ev = {v: data.draw(st.integers(0, len(dag.states(v)) - 1)) for v in observed}
-    sub = joint[tuple(ev.get(n, slice(None)) for n in nodes)]
-    kept = [n for n in nodes if n not in ev]
+    ev, sub, kept = draw_evidence(data, dag, joint)
     if sub.sum() == 0:
         with pytest.raises(DAGError, match="probability zero"):
             dag.map(ev)
