@@ -77,21 +77,16 @@ class BoltzmannMachine(EnergyModel):
                            ("hidden_couplings", hidden_couplings)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{arg} must be True or False, got {value!r}")
-        if not init_std >= 0:
-            raise ConfigError(f"init_std must be >= 0, got {init_std!r}")
         self.visible_couplings = visible_couplings
         self.hidden_couplings = hidden_couplings
         self.visible_factorized = not visible_couplings
         self.hidden_factorized = not hidden_couplings
         self.has_rbm_energy = not (visible_couplings or hidden_couplings)
-        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        gen = self._init_bipartite(init_std, seed, dtype)
 
         def randn(*shape: int) -> torch.Tensor:
             return init_std * torch.randn(*shape, generator=gen, dtype=dtype)
 
-        self.W = nn.Parameter(randn(n_visible, n_hidden))
-        self.b = nn.Parameter(torch.zeros(n_visible, dtype=dtype))
-        self.c = nn.Parameter(torch.zeros(n_hidden, dtype=dtype))
         if visible_couplings:
             self.U_upper = nn.Parameter(randn(n_visible, n_visible).triu(1))
         if hidden_couplings:

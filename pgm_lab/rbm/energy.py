@@ -27,6 +27,7 @@ import pyro
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroModule
+from torch import nn
 
 from ..errors import ConfigError, DataError
 from . import gibbs as _gibbs
@@ -82,6 +83,22 @@ class EnergyModel(PyroModule):
         super().__init__(name=name)
         self.n_visible = n_visible
         self.n_hidden = n_hidden
+
+    def _init_bipartite(self, init_std: float, seed: int | None,
+                        dtype: torch.dtype) -> torch.Generator | None:
+        """Create ``W [V, H]`` with entries ``init_std * N(0, 1)`` and zero ``b [V]``, ``c [H]``.
+
+        The draws come from a generator seeded with ``seed`` (``None``: torch's global RNG),
+        returned so that a model can draw further parameters from the same stream.
+        """
+        if not init_std >= 0:
+            raise ConfigError(f"init_std must be >= 0, got {init_std!r}")
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        self.W = nn.Parameter(init_std * torch.randn(self.n_visible, self.n_hidden,
+                                                     generator=gen, dtype=dtype))
+        self.b = nn.Parameter(torch.zeros(self.n_visible, dtype=dtype))
+        self.c = nn.Parameter(torch.zeros(self.n_hidden, dtype=dtype))
+        return gen
 
     # ---- the energy and what follows from it -------------------------------------------------
 

@@ -77,13 +77,7 @@ class GaussianBernoulliRBM(EnergyModel):
         super().__init__(n_visible, n_hidden, name=name)
         if not isinstance(learn_std, bool):
             raise ConfigError(f"learn_std must be True or False, got {learn_std!r}")
-        if not init_std >= 0:
-            raise ConfigError(f"init_std must be >= 0, got {init_std!r}")
-        gen = None if seed is None else torch.Generator().manual_seed(seed)
-        self.W = nn.Parameter(init_std * torch.randn(n_visible, n_hidden, generator=gen,
-                                                     dtype=dtype))
-        self.b = nn.Parameter(torch.zeros(n_visible, dtype=dtype))
-        self.c = nn.Parameter(torch.zeros(n_hidden, dtype=dtype))
+        self._init_bipartite(init_std, seed, dtype)
         self.log_var = nn.Parameter(torch.zeros(n_visible, dtype=dtype), requires_grad=learn_std)
         if data is not None:
             x = self.check_visible(data, name="data")

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..distributed import launched
 from ..errors import ConfigError, DataError
@@ -84,13 +83,7 @@ class RBM(EnergyModel):
                  seed: int | None = None, dtype: torch.dtype = torch.float32,
                  name: str = "rbm") -> None:
         super().__init__(n_visible, n_hidden, name=name)
-        if not init_std >= 0:
-            raise ConfigError(f"init_std must be >= 0, got {init_std!r}")
-        gen = None if seed is None else torch.Generator().manual_seed(seed)
-        self.W = nn.Parameter(init_std * torch.randn(n_visible, n_hidden, generator=gen,
-                                                     dtype=dtype))
-        self.b = nn.Parameter(torch.zeros(n_visible, dtype=dtype))
-        self.c = nn.Parameter(torch.zeros(n_hidden, dtype=dtype))
+        self._init_bipartite(init_std, seed, dtype)
         if data is not None:
             self.init_visible_bias(data)
 
