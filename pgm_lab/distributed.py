@@ -19,12 +19,14 @@ Training" (gradient bucketing).
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
@@ -283,27 +285,98 @@ def _check_same_data(ctx: Context, x: torch.Tensor) -> None:
                                  "the same tensor, or evaluate outside the process group")
 
 
-def evaluate_sharded(fn: Callable[..., Any], args: tuple) -> Any:
-    """``fn(*args)`` with the data rows shared among the ranks of the existing process group.
+def _rank_seed(common: int, rank: int) -> int:
+    """The 63-bit seed of ``rank``'s stream: word 0 of NumPy's
+    ``SeedSequence(common, spawn_key=(rank,))``, shifted right by one bit.
+
+    ``SeedSequence`` hashes its entropy and spawn key so that the streams of different keys
+    are independent for all practical purposes, also for consecutive ``common`` seeds
+    (O'Neill, "Developing a seed_seq Alternative", 2015; NumPy's parallel random generation).
+    """
+    word = np.random.SeedSequence(common, spawn_key=(rank,)).generate_state(1, np.uint64)[0]
+    return int(word) >> 1
+
+
+def _cuda_devices(args: tuple) -> list[int]:
+    """CUDA devices whose generators a sharded evaluation forks: the current one once CUDA is
+    in use, and those of tensor arguments (CUDA is never initialized here)."""
+    devices = {a.device.index for a in args
+               if isinstance(a, torch.Tensor) and a.device.type == "cuda"}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        devices.add(torch.cuda.current_device())
+    return sorted(d for d in devices if d is not None)
+
+
+@contextmanager
+def _rank_stream(seed: int, cuda_devices: Sequence[int]) -> Iterator[None]:
+    """Inside: the global generators Pyro's ``set_rng_seed`` seeds (torch's CPU generator and
+    those of ``cuda_devices``, NumPy's legacy one with ``seed % 2**32``, Python's ``random``)
+    seeded from ``seed``; on exit all are restored. Other CUDA devices are left alone (unlike
+    ``torch.manual_seed``, which would also queue a seed for every device)."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
+        try:
+            torch.default_generator.manual_seed(seed)
+            for device in cuda_devices:
+                torch.cuda.default_generators[device].manual_seed(seed)
+            np.random.seed(seed % 2**32)  # noqa: NPY002 -- the legacy global that Pyro seeds
+            random.seed(seed)
+            yield
+        finally:
+            np.random.set_state(numpy_state)  # noqa: NPY002
+            random.setstate(python_state)
+
+
+def evaluate_sharded(fn: Callable[..., Any], args: tuple, *, seed: int | None = None) -> Any:
+    r"""``fn(*args)`` with the data rows shared among the ranks of the existing process group.
 
     Each rank calls ``fn`` on its :func:`shard` of every tensor argument whose first dimension
     equals ``args[0]``'s (``N``); tensors of the result with the shard's length as first
     dimension (also inside dicts and named tuples) are gathered, so every rank returns the
     full ``[N, ...]`` result in data order. Without a group of two or more processes, or with
-    fewer rows than processes, every process evaluates everything. All ranks must call it
-    with the same data.
+    fewer rows than processes, every process evaluates everything (``fn(*args)``, nothing
+    else). All ranks must call it with the same data.
+
+    Random numbers: each rank's shard is evaluated with its own stream, so the per-point
+    estimates of different shards have independent errors (their mean and standard error over
+    the data mean what they do in one process). Every rank first draws one common seed
+    :math:`s \in [0, 2^{63} - 1)` from torch's global CPU generator (the same draw on every rank
+    when, as after ``torch.manual_seed(seed)`` on every rank, all start from the same state),
+    then rank :math:`r` runs ``fn`` with the global generators (torch's CPU one and the CUDA
+    ones in use, NumPy's legacy one, Python's ``random``) seeded with a 63-bit hash of
+    :math:`(s, r)` (NumPy's ``SeedSequence(s, spawn_key=(r,))``: independent streams for all
+    practical purposes), and restores them afterwards: every rank leaves with the state one draw
+    after the one it came with. A sharded result therefore equals the single-process one in
+    distribution, not bit for bit; it is reproducible for a given seed and world size, and
+    the same on every rank. One process (or world size 1) draws nothing and is unchanged.
+
+    Args:
+        fn: the per-point evaluation, returning tensors (or dicts / named tuples of them).
+        args: its positional arguments; ``args[0]`` holds the ``N`` data rows.
+        seed: for an ``fn`` that seeds its own randomness from a ``seed`` keyword argument
+            (e.g. :func:`pgm_lab.infer.ais`): ``s = seed`` instead of the draw (the global
+            state is then left as it was), and ``fn`` is called with ``seed=seed`` in one
+            process and with rank ``r``'s hash of ``(seed, r)`` on its shard.
 
     Raises:
+        ConfigError: ``seed`` is not an int in :math:`[0, 2^{63})` (sharded evaluation).
         InferenceError: ``args[0]`` differs between ranks (e.g. data drawn after seeding each
             rank differently), or a rank died or stalled during a collective.
     """
     ctx = current()
+    call = fn if seed is None else (lambda *a, s=seed: fn(*a, seed=s))
     if ctx is None or ctx.world_size == 1 or not args or not isinstance(args[0], torch.Tensor) \
             or args[0].dim() == 0 or args[0].shape[0] < ctx.world_size:
-        return fn(*args)
+        return call(*args)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < 2**63):
+        raise ConfigError(f"seed must be an int in [0, 2**63), got {seed!r}")
     _check_same_data(ctx, args[0])
+    common = int(torch.randint(0, 2**63 - 1, ()).item()) if seed is None else seed
+    mine = _rank_seed(common, ctx.rank)
     n = args[0].shape[0]
     rows = shard(n, ctx)
-    local = fn(*(a[rows] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n
-                 else a for a in args))
+    with _rank_stream(mine, _cuda_devices(args)):
+        local = fn(*(a[rows] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n
+                     else a for a in args), **({} if seed is None else {"seed": mine}))
     return _gather_rows(ctx, local, n, rows.stop - rows.start)

@@ -119,6 +119,7 @@ def main() -> None:
                   "curve": iwae_curve(model, lg.exact_guide, x, ks=(1, 2, 4))._asdict()}
         result["rows"] = sorted(rows)
         result.update(train_rbm(ctx.rank))
+        result["noise"] = sharded_noise()
         try:  # data that differ between ranks are refused, not silently mixed
             iwae(lg.model, lg.exact_guide, x + ctx.rank, num_particles=2)
         except InferenceError as exc:
@@ -173,6 +174,45 @@ def train_rbm(rank: int) -> dict:
     return {"rbm": {k: t.detach().clone() for k, t in rbm.state_dict().items()},
             "rbm_fit": {k: t.detach().clone() for k, t in by_fit.state_dict().items()},
             "gibbs_seed": cd._generator.initial_seed()}
+
+
+def noisy_model(x: torch.Tensor) -> None:
+    """z_n ~ N(0, 1), x_n ~ N(z_n, 1): with the prior as guide, the one-particle ELBO of a
+    point is log N(x_n; z_n, 1), so every per-point estimate shows its own draw."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def noisy_guide(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+
+
+def sharded_noise(n: int = 2000) -> dict[str, torch.Tensor | str]:
+    """Sharded bounds of ``n`` identical points, each twice from the same global seed, and the
+    global generator's next value after each; AIS (its own seed) after two other states, and
+    the message of a bad AIS seed."""
+    from pgm_lab.errors import ConfigError
+    from pgm_lab.infer import ais, elbo, iwae
+
+    x = torch.zeros(n, dtype=torch.float64)
+    out: dict[str, torch.Tensor | str] = {}
+    for run in ("first", "again"):
+        torch.manual_seed(7)
+        out[f"elbo_{run}"] = elbo(noisy_model, noisy_guide, x, num_particles=1)
+        out[f"iwae_{run}"] = iwae(noisy_model, noisy_guide, x[:20], num_particles=3)
+        out[f"next_{run}"] = torch.rand((), dtype=torch.float64)
+    for run, state in (("first", 11), ("again", 12)):
+        torch.manual_seed(state)
+        out[f"ais_{run}"] = ais(noisy_model, noisy_guide, x[:8], num_steps=3, num_chains=2,
+                                leapfrog_steps=2, seed=3)
+        out[f"ais_next_{run}"] = torch.rand((), dtype=torch.float64)
+    try:
+        ais(noisy_model, noisy_guide, x[:8], num_steps=3, seed=-1)
+    except ConfigError as exc:
+        out["bad_seed"] = str(exc)
+    return out
 
 
 def evaluation_problem() -> tuple:

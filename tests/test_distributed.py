@@ -4,18 +4,29 @@ Each test starts two ranks of tests/_distributed_worker.py with the environment 
 every launch bounded by a timeout, and compares with the single-process result computed here.
 """
 
+import math
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _distributed_worker import evaluation_problem, train
 
-from pgm_lab.distributed import DEFAULT_TIMEOUT, Context, shard
+from pgm_lab.distributed import (
+    DEFAULT_TIMEOUT,
+    Context,
+    _cuda_devices,
+    _rank_seed,
+    _rank_stream,
+    evaluate_sharded,
+    shard,
+)
 from pgm_lab.errors import ConfigError
 from pgm_lab.infer import ais, elbo, iwae, iwae_curve
 
@@ -140,6 +151,92 @@ def test_sharded_evaluation_returns_every_point_in_data_order(evaluated):
                                            atol=1e-7, rtol=1e-7)
         torch.testing.assert_close(got["curve"]["ess"], want["curve"]["ess"])
         assert got["curve"]["num_groups"] == want["curve"]["num_groups"]
+
+
+def test_sharded_evaluation_gives_each_rank_its_own_reproducible_stream(evaluated):
+    noise = evaluated[0]["noise"]
+    for name, value in evaluated[1]["noise"].items():  # the same on every rank
+        if isinstance(value, str):
+            assert value == noise[name], name
+        else:
+            assert torch.equal(value, noise[name]), name
+    # identical points: rank 1's shard (the second half) must not repeat rank 0's draws
+    for name, half in (("elbo", 1000), ("iwae", 10), ("ais", 4)):
+        first = noise[f"{name}_first"]
+        assert first.shape == (2 * half,)
+        assert (first[:half] != first[half:]).all(), name
+        assert torch.equal(noise[f"{name}_again"], first), name  # reproducible from the seed
+    # the global generator advances by one draw per sharded bound (elbo, iwae), alike on
+    # every rank; AIS, seeded by its argument, neither reads nor advances it
+    torch.manual_seed(7)
+    for _ in range(2):
+        torch.randint(0, 2**63 - 1, ())
+    assert noise["next_first"] == noise["next_again"] == torch.rand((), dtype=torch.float64)
+    for run, state in (("first", 11), ("again", 12)):
+        torch.manual_seed(state)
+        assert noise[f"ais_next_{run}"] == torch.rand((), dtype=torch.float64)
+    assert noise["bad_seed"] == "seed must be an int in [0, 2**63), got -1"
+
+
+def test_sharded_elbo_is_distributed_like_the_unsharded_one(evaluated):
+    # elbo_n = log N(0; z_n, 1), z_n ~ N(0, 1): mean -log(2 pi) / 2 - 1/2, variance 1/2
+    e = evaluated[0]["noise"]["elbo_first"]
+    n = e.shape[0]
+    truth = -0.5 * math.log(2 * math.pi) - 0.5
+    assert abs(e.mean().item() - truth) < 4 * math.sqrt(0.5 / n)
+    # the shards' errors are uncorrelated (with one stream for all ranks, the correlation of
+    # the two halves was 1 and the mean's standard error sqrt(2) too small)
+    r = torch.corrcoef(torch.stack([e[: n // 2], e[n // 2:]]))[0, 1].item()
+    assert abs(r) < 4 / math.sqrt(n // 2)
+
+
+def test_evaluate_sharded_without_a_group_is_fn_itself():
+    x = torch.zeros(5, dtype=torch.float64)
+    torch.manual_seed(3)
+    got = evaluate_sharded(lambda a: a + torch.randn(a.shape, dtype=a.dtype), (x,))
+    got_next = torch.rand(())
+    torch.manual_seed(3)
+    assert torch.equal(got, x + torch.randn(x.shape, dtype=x.dtype))
+    assert got_next == torch.rand(())  # no extra draw, no fork
+    seeds = []
+    evaluate_sharded(lambda a, seed: seeds.append(seed), (x,), seed=9)
+    assert seeds == [9]
+
+
+def test_rank_seeds_are_distinct_63_bit_and_deterministic():
+    for common in (0, 1, 2**63 - 2):
+        seeds = [_rank_seed(common, r) for r in range(8)]
+        assert len(set(seeds)) == 8
+        assert all(0 <= s < 2**63 for s in seeds)
+        assert seeds == [_rank_seed(common, r) for r in range(8)]
+    assert _rank_seed(0, 0) != _rank_seed(1, 0)
+
+
+def test_rank_stream_seeds_every_global_generator_and_restores_it():
+    seed = 2**40 + 3
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())  # noqa: NPY002
+    with _rank_stream(seed, []):
+        inside = (torch.rand(()).item(), np.random.rand(), random.random())  # noqa: NPY002
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert (np.random.get_state()[1] == before[1]).all()  # noqa: NPY002
+    assert random.getstate() == before[2]
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    random.seed(seed)
+    assert inside == (torch.rand(()).item(), np.random.rand(), random.random())  # noqa: NPY002
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rank_stream_seeds_and_restores_the_cuda_generator_in_use():
+    x = torch.zeros(3, device="cuda")
+    devices = _cuda_devices((x,))
+    assert devices == [torch.cuda.current_device()]
+    before = torch.cuda.get_rng_state()
+    with _rank_stream(5, devices):
+        inside = torch.randn(3, device="cuda")
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+    torch.cuda.manual_seed(5)
+    assert torch.equal(inside, torch.randn(3, device="cuda"))
 
 
 def test_distributed_true_without_torchrun_is_a_config_error(monkeypatch):

@@ -268,7 +268,8 @@ def ais(model: Callable, guide: Callable | None, *args: Any, num_steps: int = 10
     ``init="prior"``. The model's parameters are used as they are (no gradient flows to them).
 
     Args:
-        seed: seeds torch's global RNGs for the run (restored afterwards).
+        seed: seeds torch's global RNGs for the run (restored afterwards); each rank of a
+            sharded run anneals its points from its own seed derived from ``seed``.
         step_size: initial leapfrog step size of every point.
         adapt_step_size: adapt step sizes during the run (``False``: keep ``step_size``).
         tuning_chains: extra chains per point that only tune the step size (each costs as
@@ -302,7 +303,7 @@ def ais(model: Callable, guide: Callable | None, *args: Any, num_steps: int = 10
         log_px, stderr = _log_mean_and_stderr(log_w)
         return AISEstimate(log_px, stderr, log_w, acceptance, eps, path.constrain(state))
 
-    def estimate(*a: Any) -> AISEstimate:
+    def estimate(*a: Any, seed: int = seed) -> AISEstimate:
         size = chunk_size if chunk_size is not None else default_chunk_size(
             model, guide if init == "guide" else None, a, kwargs, num_chains + tuning)
         with seeded(seed, device):
@@ -311,7 +312,7 @@ def ais(model: Callable, guide: Callable | None, *args: Any, num_steps: int = 10
     if return_result:
         return estimate(*args)
     # In a torch.distributed group each rank anneals its share of the points.
-    return evaluate_sharded(lambda *a: estimate(*a).log_px, args)
+    return evaluate_sharded(lambda *a, seed: estimate(*a, seed=seed).log_px, args, seed=seed)
 
 
 def concat_estimates(parts: list[AISEstimate]) -> AISEstimate:
