@@ -190,41 +190,53 @@ def broadcast_(ctx: Context, tensors: Sequence[torch.Tensor], *,
                 tensors[i].copy_(value)
 
 
-def average_gradients(ctx: Context, params: Sequence[torch.Tensor], scalars: Sequence[float],
-                      where: str) -> tuple[list[bool], list[float]]:
+def average_gradients(ctx: Context, params: Sequence[torch.Tensor],
+                      scalars: Sequence[float | torch.Tensor], where: str
+                      ) -> tuple[list[bool], torch.Tensor]:
     r"""Replace each ``p.grad`` by its mean over ranks; also average ``scalars`` (the loss).
 
     ``params`` must be listed in the same order on every rank. A missing gradient counts as
-    zero; one missing on every rank stays ``None``. The scalars and a has-gradient flag per
-    parameter ride in the first bucket, so a step costs one all-reduce per bucket.
+    zero; one missing on every rank stays ``None``. The scalars (floats or 0-d tensors) and a
+    has-gradient flag per parameter ride in the first bucket, so a step costs one all-reduce
+    per bucket. Nothing is read to the host when this rank has every gradient (then every
+    parameter has one somewhere): on a GPU the step does not wait for the reduction.
 
     Returns:
-        ``(has_grad, scalar_means)``: per parameter whether any rank had a gradient.
+        ``(has_grad, scalar_means)``: per parameter whether any rank had a gradient, and a
+        1-d tensor (on the gradients' device, in their dtype) of the scalars' means.
     """
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    local = [p.grad is not None for p in params]
     buckets = _buckets(grads) or [[]]
-    flags = [float(p.grad is not None) for p in params]
     with torch.no_grad(), _collective(ctx, f"averaging gradients at {where}", TrainingError):
         for b, bucket in enumerate(buckets):
             parts = [grads[i] for i in bucket]
             if b == 0:
                 ref = parts[0] if parts else torch.zeros((), dtype=torch.float64)
-                parts = parts + [torch.tensor(flags + list(scalars), dtype=ref.dtype,
-                                              device=ref.device)]
+                flags = (torch.ones(len(params), dtype=ref.dtype, device=ref.device)
+                         if all(local) else torch.tensor(local, device=ref.device).to(ref))
+                parts = parts + [torch.cat([flags, *(_element(v, ref) for v in scalars)])]
             flat = _flatten_dense_tensors(parts)
             dist.all_reduce(flat)
             flat /= ctx.world_size
-            values = _unflatten_dense_tensors(flat, parts)
+            reduced = _unflatten_dense_tensors(flat, parts)
             if b == 0:
-                extra = values[-1].tolist()
-                has_grad = [f > 0 for f in extra[:len(params)]]
-                means = extra[len(params):]
-            for i, value in zip(bucket, values):
+                any_grad, means = reduced[-1][:len(params)], reduced[-1][len(params):]
+            for i, value in zip(bucket, reduced):
                 params[i].grad = value
+    has_grad = [True] * len(params) if all(local) else [f > 0 for f in any_grad.tolist()]
     for p, used in zip(params, has_grad):
         if not used:
             p.grad = None
     return has_grad, means
+
+
+def _element(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a 1-element tensor of ``like``'s dtype and device, made there: no copy of
+    host memory to a GPU, which waits for the stream unless the memory is pinned."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(like).reshape(1)
+    return torch.full((1,), float(value), dtype=like.dtype, device=like.device)
 
 
 def broadcast_object(ctx: Context, obj: Any, what: str) -> Any:

@@ -12,10 +12,10 @@ result is that of one process, up to float round-off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,8 +36,10 @@ from tqdm import tqdm
 
 from . import checkpoint as checkpoint_io
 from . import distributed as dist_io
+from ._progress import progress_enabled
 from ._threads import check_num_threads, step_work, training_threads
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .infer.device_loss import device_loss_and_grads
 from .optim import Adam
 
 __all__ = [
@@ -101,13 +103,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'auto'")
     return dev
-
-
-def progress_enabled(progress: bool | None) -> bool:
-    """Whether to draw progress bars: ``progress`` if given, else only on a TTY outside CI."""
-    if progress is not None:
-        return bool(progress)
-    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 class _PlateScaleMessenger(Messenger):
@@ -263,10 +258,15 @@ def fit(
             (:data:`pgm_lab.distributed.DEFAULT_TIMEOUT`).
         check_every: read the loss to the host, and check that it is finite, every
             ``check_every`` steps (and at the end of each epoch). ``None``: every step on the
-            CPU, every 50 steps on CUDA. A loss that returns its value as a device tensor
-            (``loss_and_grads_on_device``, e.g. :class:`pgm_lab.infer.IWAE`) is summed on
-            the device in between, so steps do not wait for the GPU; a non-finite sum names
-            the window of steps it covers.
+            CPU, every 50 steps on CUDA. In between, the losses of Pyro's ``Trace_ELBO`` (the
+            default) and of :class:`pgm_lab.infer.IWAE` are summed on the device
+            (:func:`pgm_lab.infer.device_loss.device_loss_and_grads`; other losses return
+            floats, read every step), and only the first step of each window runs with
+            Pyro's validation as set: the others run without it, since its checks read
+            tensors to the host. So a step waits for the GPU once per window, not several
+            times per step. A non-finite sum names the window of steps it covers; an
+            invalid argument or value is found by the window's first step. Distributed, a
+            rank whose step raises stops, with every other rank, at the end of the window.
 
     Returns:
         :class:`History` of per-epoch mean loss per data point and wall time.
@@ -341,6 +341,7 @@ class _Run:
     seed: int | None
     shared: set[str] = field(default_factory=set)  # params given rank 0's values (by name)
     check_every: int = 1  # steps between reads (and finiteness checks) of the loss
+    failure: tuple[Exception, str] | None = None  # this rank's failed step, raised at the read
 
     @property
     def is_main(self) -> bool:
@@ -448,7 +449,9 @@ def _train(run: _Run, history: History, start_epoch: int, epochs: int, *,
 
 
 def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
-    """One pass over the data in (shuffled) minibatches."""
+    """One pass over the data in (shuffled) minibatches, in windows of ``run.check_every``
+    steps: the first step of a window runs with Pyro's validation as set, the others without
+    (its checks read tensors to the host), and the window's summed loss is read once."""
     t0 = time.perf_counter()
     n, b = run.n, run.batch_size
     steps = math.ceil(n / b)
@@ -463,22 +466,48 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
         if run.ctx is not None:  # the same global minibatch on every rank: take this share
             rows = dist_io.shard(int(idx.shape[0]), run.ctx)
             batch = [t[rows] for t in batch]
-        step_loss = _step(run, svi, batch, f"epoch {epoch}, step {step}", int(idx.shape[0]))
+        where = f"epoch {epoch}, step {step}"
+        with _validation(step == first):
+            step_loss = _step(run, svi, batch, where, int(idx.shape[0]))
         # float64 on the device, as the host sums the floats of losses read every step
         window = window + (step_loss.double() if isinstance(step_loss, torch.Tensor)
                            else step_loss)
         bar.update(1)
         if step + 1 - first == run.check_every or step == steps - 1:
-            value = float(window)  # the one host synchronisation of the window
-            where = (f"epoch {epoch}, step {step}" if first == step
-                     else f"epoch {epoch}, steps {first}-{step} (their summed loss)")
-            if not math.isfinite(value):
-                raise TrainingError(f"loss is {value} at {where}{_kept(run)}. Lower the "
-                                    "learning rate or check the model's scales")
+            value = _read_window(run, window, where if first == step else
+                                 f"epoch {epoch}, steps {first}-{step}", step > first)
             bar.set_postfix(epoch=epoch, loss=f"{value / (step + 1 - first) / n:.4g}")
             epoch_loss, window, first = epoch_loss + value, 0.0, step + 1
     return EpochRecord(epoch=epoch, loss=epoch_loss / steps / n,
                        seconds=time.perf_counter() - t0, steps=steps)
+
+
+def _validation(as_set: bool) -> Any:
+    """Pyro's validation as the user set it (``as_set``), or off for this step."""
+    return contextlib.nullcontext() if as_set else pyro.validation_enabled(False)
+
+
+def _read_window(run: _Run, window: float | torch.Tensor, where: str, summed: bool) -> float:
+    """The summed loss of a window of steps, read to the host (one synchronisation), after
+    raising this rank's failure, another rank's (distributed: ``window`` holds the failure
+    flags in its second entry), or a non-finite loss."""
+    values = window.tolist() if isinstance(window, torch.Tensor) else [window]
+    values = values if isinstance(values, list) else [values]
+    if run.failure is not None:
+        exc, step = run.failure
+        run.failure = None
+        error = _explained(run, exc, step)
+        if error is None:
+            raise exc
+        raise error from exc
+    if len(values) > 1 and values[1] > 0:
+        raise TrainingError(f"rank {run.ctx.rank} of {run.ctx.world_size}: another rank "
+                            f"failed at {where} (its log names the error); every rank stops")
+    if not math.isfinite(values[0]):
+        what = " (their summed loss)" if summed else ""
+        raise TrainingError(f"loss is {values[0]} at {where}{what}{_kept(run)}. Lower the "
+                            "learning rate or check the model's scales")
+    return values[0]
 
 
 def _kept(run: _Run) -> str:
@@ -500,62 +529,87 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
     svi.guide = scale_plate(run.guide, run.plate_name, scale)
     if run.ctx is not None:
         svi.model, svi.guide = _ShareNewParams(run)(svi.model), _ShareNewParams(run)(svi.guide)
+        return _parallel_step(run, svi, batch, where)
     try:
-        if run.ctx is not None:
-            return _parallel_step(run, svi, batch, where)
         return _svi_step(run, svi, batch)
     except ValueError as exc:
-        # Pyro's validation raises ValueError on a NaN distribution parameter.
-        bad = _non_finite_params()
-        message = str(exc)
-        # Parameters may stay finite while a value computed from them overflows; Pyro then
-        # wraps the support error as "Error while computing log_prob at site ...".
-        if not bad and "invalid values" not in message:
+        error = _explained(run, exc, where)
+        if error is None:
             raise
-        what = (f"parameters {bad} became NaN or infinite" if bad else
-                "a value became NaN or infinite: " + " ".join(message.splitlines()[:2]))
-        raise TrainingError(f"{what} at {where}{_kept(run)}. Lower the learning rate "
-                            "or check the model's scales") from exc
+        raise error from exc
+
+
+def _explained(run: _Run, exc: Exception, where: str) -> TrainingError | None:
+    """The TrainingError that explains ``exc`` raised by a step, or ``None`` to keep ``exc``.
+
+    Pyro's validation raises ValueError on a NaN distribution parameter; parameters may also
+    stay finite while a value computed from them overflows, and Pyro then wraps the support
+    error as "Error while computing log_prob at site ...".
+    """
+    if not isinstance(exc, ValueError):
+        return None
+    bad = _non_finite_params()
+    message = str(exc)
+    if not bad and "invalid values" not in message:
+        return None
+    what = (f"parameters {bad} became NaN or infinite" if bad else
+            "a value became NaN or infinite: " + " ".join(message.splitlines()[:2]))
+    return TrainingError(f"{what} at {where}{_kept(run)}. Lower the learning rate "
+                         "or check the model's scales")
+
+
+def _loss_and_grads(run: _Run, svi: SVI, batch: list[torch.Tensor]
+                    ) -> tuple[float | torch.Tensor, set[torch.Tensor]]:
+    """The loss's value and gradients on ``batch``, and the parameters that took part.
+
+    The value is a detached device tensor when :func:`pgm_lab.infer.device_loss_and_grads`
+    knows the loss (Pyro's ``Trace_ELBO``, :class:`pgm_lab.infer.IWAE`): no host read, where
+    ``SVI.step`` would read every site's log density to the host (a GPU sync each).
+    """
+    on_device = device_loss_and_grads(run.loss)
+    with pyro.poutine.trace(param_only=True) as param_capture:
+        loss = (svi.loss_and_grads if on_device is None else on_device)(
+            svi.model, svi.guide, *batch)
+    params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+    return loss, params
 
 
 def _svi_step(run: _Run, svi: SVI, batch: list[torch.Tensor]) -> float | torch.Tensor:
-    """:meth:`pyro.infer.SVI.step`, returning the loss as a device tensor when the loss
-    offers ``loss_and_grads_on_device`` (``SVI.step`` reads it to the host: a GPU sync)."""
-    on_device = getattr(run.loss, "loss_and_grads_on_device", None)
-    if on_device is None:
-        return svi.step(*batch)
-    with pyro.poutine.trace(param_only=True) as param_capture:
-        loss = on_device(svi.model, svi.guide, *batch)
-    params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+    """:meth:`pyro.infer.SVI.step`, with the loss as a device tensor where it can be."""
+    loss, params = _loss_and_grads(run, svi, batch)
     svi.optim(params)
     pyro.infer.util.zero_grads(params)
     return loss
 
 
-def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str) -> float:
+def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str
+                   ) -> torch.Tensor:
     """:meth:`pyro.infer.SVI.step` with the gradients and the loss averaged over ranks.
 
-    A rank whose loss raises still takes part in the averaging (with a failure flag) before
-    re-raising, so that every rank stops at this step instead of waiting for it.
+    Returns ``[mean loss, fraction of ranks that failed]`` (a device tensor, read by
+    :func:`_train_epoch` at the end of the window of steps). A rank whose step raises keeps
+    taking part in the averaging with no gradients and a failure flag until that read, where
+    it raises its error and every other rank a TrainingError: all stop at the same step
+    instead of waiting for the failed rank until the timeout.
     """
-    error = None
-    try:
-        loss = float(svi.loss_and_grads(svi.model, svi.guide, *batch))
-    except Exception as exc:  # noqa: BLE001 -- re-raised below, after telling the others
-        error, loss = exc, math.nan
+    loss: float | torch.Tensor = math.nan
+    if run.failure is None:
+        try:
+            loss, _params = _loss_and_grads(run, svi, batch)
+        except Exception as exc:  # noqa: BLE001 -- raised by _train_epoch at the window's end
+            run.failure = (exc, where)
     # Every parameter of the store, in name order: the same list on every rank.
     params = [p for _name, p in sorted(pyro.get_param_store().named_parameters())]
-    has_grad, (mean_loss, failed) = dist_io.average_gradients(
-        run.ctx, params, [loss, float(error is not None)], where)
-    if error is not None:
-        raise error
-    if failed:
-        raise TrainingError(f"rank {run.ctx.rank} of {run.ctx.world_size}: another rank "
-                            f"failed at {where} (its log names the error); every rank stops")
+    if run.failure is not None:
+        for p in params:
+            p.grad = None
+        loss = math.nan
+    has_grad, means = dist_io.average_gradients(
+        run.ctx, params, [loss, float(run.failure is not None)], where)
     stepped = {p for p, used in zip(params, has_grad) if used}
     svi.optim(stepped)
     pyro.infer.util.zero_grads(stepped)
-    return mean_loss
+    return means
 
 
 class _ShareNewParams(Messenger):

@@ -95,7 +95,8 @@ def main() -> None:
         result = train(epochs, None if ckpt == "-" else ckpt, resume)
         result["writes"] = writes
     elif mode == "die":  # rank 1 exits after the first epoch; rank 0 must fail, not hang
-        torch.save({"nan": nan_on_rank_1(ctx.rank)}, f"{out}.{ctx.rank}")
+        torch.save({"nan": nan_on_rank_1(ctx.rank), "window": failure_in_window(ctx.rank)},
+                   f"{out}.{ctx.rank}")
 
         def die(epoch: int, record: object) -> None:
             if ctx.rank == 1:
@@ -151,6 +152,38 @@ def nan_on_rank_1(rank: int) -> str:
                 progress=False)
     except TrainingError as exc:
         return str(exc)
+    return "no error"
+
+
+def failure_in_window(rank: int) -> str:
+    """The error of each rank when rank 1's model raises at epoch 1, step 1, inside a window
+    of 3 steps (0-2) whose loss is read once: every rank must stop at the window's end."""
+    pyro.clear_param_store()
+    module, calls = Regression(), {"n": 0}
+
+    def model(x: torch.Tensor, y: torch.Tensor) -> None:
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 7:  # one call to create the params, 4 steps per epoch
+            raise RuntimeError("rank 1's model broke")
+        module.model(x, y)
+
+    try:
+        fit_steps = []
+        from pgm_lab import train as train_module
+
+        step = train_module._step
+
+        def counting(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            fit_steps.append(a[3])
+            return step(*a, **k)
+
+        train_module._step = counting
+        train_module.fit(model, module.guide, regression_data(), epochs=3, batch_size=20,
+                         device="cpu", progress=False, check_every=3)
+    except Exception as exc:  # noqa: BLE001 -- the test compares the ranks' errors
+        return f"{type(exc).__name__}: {exc} | last step: {fit_steps[-1]}"
+    finally:
+        train_module._step = step
     return "no error"
 
 

@@ -9,9 +9,13 @@ import pyro.distributions as dist
 import pytest
 import torch
 from _fit_models import TinyFactor, tiny_data
+from torch.overrides import TorchFunctionMode
 
+from pgm_lab import train as train_module
 from pgm_lab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE
+from pgm_lab.models import VAE
 from pgm_lab.train import fit, resolve_device, save_checkpoint_atomic, scale_plate
 
 HERE = Path(__file__).parent
@@ -117,21 +121,62 @@ def _iwae_fit(**kw):
                epochs=2, batch_size=16, seed=5, device="cpu", progress=False, **kw)
 
 
-def test_iwae_steps_read_no_loss_to_the_host_between_checks(monkeypatch):
-    # Tensor.item / float(tensor) is what stalls a GPU: it waits for every queued kernel.
-    # (SGD keeps no step counters: Adam's are CPU tensors read by .item(), no device sync.)
-    reads = {"n": 0}
-    for name in ("item", "__float__"):
-        original = getattr(torch.Tensor, name)
+class HostReads(TorchFunctionMode):
+    """Records each read of a tensor's value by Python (``item``, ``float``, ``bool``,
+    ``tolist``...: on a GPU each waits for every queued kernel) with the training step it
+    happened in. Reads by ``torch.optim`` are left out: Adam's step counters are CPU tensors
+    (no device wait) unless the kernel keeps them on the device."""
 
-        def counting(self, *args, _original=original, **kwargs):
-            reads["n"] += 1
-            return _original(self, *args, **kwargs)
+    READS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy",
+             "__array__", "__format__"}
 
-        monkeypatch.setattr(torch.Tensor, name, counting)
-    hist = _iwae_fit(check_every=4)
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.step, self.reads = -1, []
+        original = train_module._step
+
+        def counting_step(*args, **kwargs):
+            self.step += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(train_module, "_step", counting_step)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if name in self.READS and self.step >= 0 and not caller.startswith("torch.optim"):
+            self.reads.append((self.step, name, caller))
+        return func(*args, **(kwargs or {}))
+
+
+def _vae_fit(loss, **kw):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    vae, guide = VAE(12, 2, (8,)), AmortizedNormal(12, 2, (8,))
+    x = torch.bernoulli(torch.full((48, 12), 0.4))
+    return fit(vae.model, guide, x, loss=loss, epochs=2, batch_size=8, seed=5, device="cpu",
+               progress=False, **kw)
+
+
+@pytest.mark.parametrize("case", ["vae_trace_elbo", "vae_iwae", "params_trace_elbo"])
+def test_steps_between_checks_read_nothing_to_the_host(monkeypatch, case):
+    # With check_every=4 and 6 steps an epoch, the windows are steps 0-3 and 4-5: step 0 and 4
+    # run validated (their checks may read), the others must not read at all, but for the
+    # one read of the window's summed loss after its last step (3, 5).
+    with HostReads(monkeypatch) as mode:
+        if case == "params_trace_elbo":
+            hist = _tiny_fit(None, epochs=2, check_every=4)
+        else:
+            loss = pyro.infer.Trace_ELBO() if case == "vae_trace_elbo" else IWAE(3, "dreg")
+            hist = _vae_fit(loss, check_every=4)
     assert [r.steps for r in hist.epochs] == [6, 6]
-    assert reads["n"] == 4  # one read per window: steps 0-3 and 4-5 of each epoch
+    by_step = {s: [r for r in mode.reads if r[0] == s] for s in range(12)}
+    for s, reads in by_step.items():
+        if s % 6 in (0, 4):
+            continue
+        want = [(s, "tolist", "pgm_lab.train")] if s % 6 in (3, 5) else []
+        assert reads == want, f"step {s}: {reads}"
+    assert any(by_step[s] for s in (0, 4, 6, 10))  # the validated steps do check (and read)
 
 
 def test_check_every_does_not_change_the_history():
@@ -327,15 +372,15 @@ class _Payload:
 
 @pytest.fixture
 def svi_steps(monkeypatch):
-    """``svi_steps["n"]``: the number of SVI steps taken during the test."""
+    """``svi_steps["n"]``: the number of SVI steps :func:`fit` took during the test."""
     counter = {"n": 0}
-    step = pyro.infer.SVI.step
+    step = train_module._step
 
-    def counting_step(self, *args, **kwargs):
+    def counting_step(*args, **kwargs):
         counter["n"] += 1
-        return step(self, *args, **kwargs)
+        return step(*args, **kwargs)
 
-    monkeypatch.setattr(pyro.infer.SVI, "step", counting_step)
+    monkeypatch.setattr(train_module, "_step", counting_step)
     return counter
 
 

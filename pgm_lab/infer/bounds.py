@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 import torch
 from tqdm import tqdm
 
+from .._progress import progress_enabled
 from ..distributed import evaluate_sharded
 from ..errors import ConfigError, InferenceError
-from ..train import progress_enabled
 from .diagnostics import khat_from_top, psis_tail_size
 from .weights import guess_max_plate_nesting, log_weights, probe_traces, vectorized_traces
 
