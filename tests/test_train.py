@@ -179,6 +179,22 @@ def test_steps_between_checks_read_nothing_to_the_host(monkeypatch, case):
     assert any(by_step[s] for s in (0, 4, 6, 10))  # the validated steps do check (and read)
 
 
+def test_only_the_first_step_of_each_window_runs_validated():
+    seen = []
+
+    def model(x):
+        seen.append(pyro.poutine.util.is_validation_enabled())
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    fit(model, None, torch.randn(20), epochs=2, batch_size=4, device="cpu", progress=False,
+        check_every=3)
+    # 5 steps an epoch: windows 0-2 and 3-4
+    assert seen == [True, False, False, True, False] * 2
+    assert pyro.poutine.util.is_validation_enabled()  # the user's setting is restored
+
+
 def test_check_every_does_not_change_the_history():
     assert _iwae_fit(check_every=4).loss == _iwae_fit(check_every=1).loss
 
