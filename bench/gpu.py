@@ -3,7 +3,9 @@
 1. One epoch of the VAE 784-400-20 (Bernoulli, ``Trace_ELBO``, ``pgm_lab.optim.Adam``,
    batch 128, 60000 synthetic binary images kept on the GPU) with ``pgm_lab.train.fit``,
    against a plain PyTorch loop with the same networks, loss, batch and Adam on the same GPU
-   (the loss read back once per epoch).
+   (the loss read back once per epoch); and the host synchronisations per ``fit`` step, as
+   counted by ``torch.cuda.set_sync_debug_mode("warn")`` (expected: about one per
+   ``check_every`` = 50 steps, plus the validated first step of each window).
 2. IWAE-5000 evaluation (``pgm_lab.infer.iwae``) of 1000 images with the same VAE: images
    per second.
 3. RBM 784x500 block Gibbs sampling (``RBM.gibbs``, 4096 chains): chain-steps per second,
@@ -104,6 +106,28 @@ def ours_epoch(data: torch.Tensor, device: torch.device) -> float:
     return history.epochs[1].seconds
 
 
+def syncs_per_step(data: torch.Tensor, device: torch.device, steps: int = 200) -> float:
+    """Host synchronisations per step of ``fit`` (default loss and check_every), counted by
+    CUDA's sync debug mode (one warning per synchronizing call) over ``steps`` steps."""
+    import warnings
+
+    import pyro
+
+    from pgm_lab.train import fit
+
+    pyro.clear_param_store()
+    vae, guide = _vae(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fit(vae.model, guide, data[: steps * BATCH], epochs=1, batch_size=BATCH,
+                device=device, progress=False, distributed=False)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught) / steps
+
+
 def iwae_rate(n: int, k: int, device: torch.device) -> float:
     """Images per second of ``pgm_lab.infer.iwae`` with ``k`` particles (untrained VAE)."""
     import pyro
@@ -164,12 +188,15 @@ def main() -> None:
                            generator=torch.Generator().manual_seed(0)).to(device)
     torch.manual_seed(0)
     plain, ours = torch_epoch(data, device), ours_epoch(data, device)
+    syncs = syncs_per_step(data, device) if device.type == "cuda" else None
     iwae_per_s = iwae_rate(n_eval, k, device)
     gibbs, roofline = gibbs_rates(chains, steps, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     rows = [
         {"task": f"VAE {X_DIM}-{H_DIM}-{Z_DIM} epoch ({n_train} images, batch {BATCH}), s",
          "peer": plain, "ours": ours, "ratio": ours / plain},
+        {"task": "host synchronisations per fit step (CUDA sync debug mode, 200 steps)",
+         "peer": None, "ours": syncs, "ratio": None},
         {"task": f"IWAE-{k} evaluation, images/s", "peer": None, "ours": iwae_per_s,
          "ratio": None},
         {"task": f"RBM 784x500 Gibbs, {chains} chains, chain-steps/s (peer: matmul roofline)",
