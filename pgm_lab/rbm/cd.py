@@ -203,9 +203,10 @@ class ContrastiveDivergence(ELBO):
                 self.chains = v
         return v
 
-    def _run(self, model, guide, args, kwargs, grads: bool) -> float:  # noqa: ANN001
-        """The loss value; with ``grads``, accumulate the CD gradient into ``.grad``."""
-        value = 0.0
+    def _run(self, model, guide, args, kwargs, grads: bool) -> torch.Tensor:  # noqa: ANN001
+        """The loss value (a detached 0-d float64 tensor on the data's device); with
+        ``grads``, accumulate the CD gradient into ``.grad``."""
+        value = torch.zeros((), dtype=torch.float64)
         for site in self._sites(model, guide, *args, **kwargs):
             energy_model = site["fn"].model
             v = site["value"].reshape(-1, energy_model.n_visible)
@@ -217,14 +218,14 @@ class ContrastiveDivergence(ELBO):
                 else:
                     p.grad.add_(g)
             scale = site["scale"]
-            scale = float(scale) if not torch.is_tensor(scale) else float(scale.mean())
-            value += scale * v.shape[0] * float(diff)
+            scale = scale.mean().double() if torch.is_tensor(scale) else float(scale)
+            value = value + scale * v.shape[0] * diff.detach().double()
         return value
 
     def loss(self, model, guide, *args, **kwargs) -> float:  # noqa: ANN001
         """The loss value only (advances persistent chains like a step would)."""
         with torch.no_grad():
-            return self._run(model, guide, args, kwargs, grads=False)
+            return float(self._run(model, guide, args, kwargs, grads=False))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:  # noqa: ANN001
         """Accumulate the CD gradient into the parameters' ``.grad``; return the value.
@@ -232,6 +233,11 @@ class ContrastiveDivergence(ELBO):
         The gradient comes from :meth:`EnergyModel.free_energy_difference` (closed form for
         the RBM, autograd otherwise), the same as back-propagating the surrogate ``L``.
         """
+        return float(self.loss_and_grads_on_device(model, guide, *args, **kwargs))
+
+    def loss_and_grads_on_device(self, model, guide, *args, **kwargs) -> torch.Tensor:  # noqa: ANN001
+        """:meth:`loss_and_grads` with the value as a detached 0-d tensor on the data's
+        device: no host read (:func:`pgm_lab.train.fit` sums it there)."""
         return self._run(model, guide, args, kwargs, grads=True)
 
 

@@ -308,9 +308,11 @@ def _rbm_gradient(params: dict[str, torch.Tensor], v_pos: torch.Tensor, v_neg: t
 
 
 def _autograd_gradient(model: EnergyModel, v_pos: torch.Tensor, v_neg: torch.Tensor,
-                       h_neg: torch.Tensor, positive: str, mean_field_iters: int) -> float:
+                       h_neg: torch.Tensor, positive: str, mean_field_iters: int
+                       ) -> torch.Tensor:
     """PCD gradient by autograd of the surrogate :math:`\\bar F_+ - \\bar E_-` (or
-    :math:`\\bar E(v, \\mu) - \\bar E_-` with mean field) into ``.grad``."""
+    :math:`\\bar E(v, \\mu) - \\bar E_-` with mean field) into ``.grad``; returns the
+    surrogate's value (a detached scalar tensor: no host sync per step)."""
     if positive == "mean-field":
         mu = model.mean_field(v_pos, num_iters=mean_field_iters)
     with torch.enable_grad():
@@ -322,4 +324,4 @@ def _autograd_gradient(model: EnergyModel, v_pos: torch.Tensor, v_neg: torch.Ten
             neg = model.free_energy(v_neg).mean()
         value = pos - neg
         value.backward()
-    return float(value.detach())
+    return value.detach()
