@@ -259,7 +259,8 @@ def fit(
         check_every: read the loss to the host, and check that it is finite, every
             ``check_every`` steps (and at the end of each epoch). ``None``: every step on the
             CPU, every 50 steps on CUDA. In between, the losses of Pyro's ``Trace_ELBO`` (the
-            default) and of :class:`pgm_lab.infer.IWAE` are summed on the device
+            default), of :class:`pgm_lab.infer.IWAE` and of
+            :class:`pgm_lab.rbm.ContrastiveDivergence` are summed on the device
             (:func:`pgm_lab.infer.device_loss.device_loss_and_grads`; other losses return
             floats, read every step), and only the first step of each window runs with
             Pyro's validation as set: the others run without it, since its checks read

@@ -33,7 +33,7 @@ def device_loss_and_grads(loss: Any) -> LossAndGrads | None:
     the device of the model's log densities, without reading any tensor to the host. It is
 
     * ``loss.loss_and_grads_on_device`` when the loss offers it (e.g.
-      :class:`pgm_lab.infer.IWAE`);
+      :class:`pgm_lab.infer.IWAE`, :class:`pgm_lab.rbm.ContrastiveDivergence`);
     * :func:`trace_elbo_loss_and_grads` for an instance of Pyro's
       :class:`~pyro.infer.Trace_ELBO` itself: the class's algorithm is known, a subclass may
       have changed it, so subclasses are not matched;
