@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 from pyro.nn.module import to_pyro_module_
+from pyro.poutine.util import is_validation_enabled
 
 from pgm_lab.errors import ConfigError
 
-from ..models._nets import as_rows, check_dims, hidden_tuple, mlp
+from ..models._nets import as_rows, check_dims, hidden_tuple, mlp, param_dtype
 
 __all__ = ["AmortizedNormal", "SCALE_TRANSFORMS"]
 
@@ -77,8 +78,15 @@ class AmortizedNormal(PyroModule):
         self.encoder = encoder
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loc, scale)`` of q(z | x), each ``[N, Z]``, for ``x`` of shape ``[N, D]``."""
-        h = self.encoder(as_rows(x, self.x_dim, dtype=self.encoder[-1].bias.dtype))
+        """``(loc, scale)`` of q(z | x), each ``[N, Z]``, for ``x`` of shape ``[N, D]``.
+
+        Raises :class:`~pgm_lab.errors.DataError` for ``x`` of another shape, or (while Pyro's
+        validation is on, the default) with NaN or infinite entries; with validation off no
+        tensor is read to the host (no GPU synchronisation).
+        """
+        x = as_rows(x, self.x_dim, dtype=param_dtype(self.encoder),
+                    check_finite=is_validation_enabled())
+        h = self.encoder(x)
         loc, raw = h[..., : self.z_dim], h[..., self.z_dim :]
         scale = F.softplus(raw) if self.scale_transform == "softplus" else raw.exp()
         return loc, scale + self.min_scale

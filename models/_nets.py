@@ -10,7 +10,7 @@ from torch import nn
 
 from pgm_lab.errors import ConfigError, DataError
 
-__all__ = ["ACTIVATIONS", "mlp", "check_dims", "hidden_tuple", "as_rows"]
+__all__ = ["ACTIVATIONS", "mlp", "check_dims", "hidden_tuple", "as_rows", "param_dtype"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
 
@@ -45,12 +45,25 @@ def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str) 
     return nn.Sequential(*layers)
 
 
+def param_dtype(net: nn.Module) -> torch.dtype:
+    """The dtype of ``net``'s parameters (of its first one): that of its inputs and outputs.
+
+    Read from the module's own parameters (``nn.Module.parameters``), not through a
+    :class:`pyro.nn.PyroModule` attribute: that would issue a ``pyro.param`` statement through
+    the whole effect-handler stack on every call, only to learn a dtype (the layers issue
+    their ``pyro.param`` statements when they run).
+    """
+    return next(net.parameters()).dtype
+
+
 def as_rows(x: torch.Tensor, dim: int, name: str = "x",
-            dtype: torch.dtype | None = None) -> torch.Tensor:
+            dtype: torch.dtype | None = None, *, check_finite: bool = True) -> torch.Tensor:
     """Validate a batch ``[N, dim]`` of finite floats (cheap checks only: runs every step).
 
     ``dtype`` (the network's): ``x`` is cast to it, so float64 data (NumPy's default) work
-    with float32 networks instead of failing in a matmul.
+    with float32 networks instead of failing in a matmul. ``check_finite=False`` skips the
+    one check that reads a value to the host (a GPU synchronisation); the type and shape
+    checks read only metadata.
     """
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a torch.Tensor [N, {dim}], got {type(x).__name__}")
@@ -61,7 +74,8 @@ def as_rows(x: torch.Tensor, dim: int, name: str = "x",
         x = x.to(dtype)
     if not x.dtype.is_floating_point:
         x = x.to(torch.get_default_dtype())
-    elif not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
+    elif check_finite and not math.isfinite(float(x.sum())) \
+            and not bool(torch.isfinite(x).all()):
         # One sum (NaN/inf propagate) is ~70x cheaper than isfinite().all() on a 128 x 784
         # batch; the exact check only runs when the sum is not finite.
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
