@@ -58,8 +58,9 @@ class VAE(PyroModule):
         ConfigError: non-positive dimensions, unknown likelihood or activation, ``sigma <= 0``,
             ``sigma`` or ``learn_sigma`` with the Bernoulli likelihood; (when :meth:`model`
             runs) a latent from the guide whose last dim is not ``z_dim``.
-        DataError: (when :meth:`model` runs) ``x`` not ``[N, x_dim]`` finite floats, or not
-            binary with the Bernoulli likelihood (checked while Pyro's validation is on).
+        DataError: (when :meth:`model` runs) ``x`` not of shape ``[N, x_dim]``; or, checked
+            while Pyro's validation is on, not finite, or not binary with the Bernoulli
+            likelihood.
     """
 
     def __init__(
