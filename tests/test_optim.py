@@ -48,17 +48,73 @@ def _assert_params_close(a: dict, b: dict, **tol) -> None:
 def test_same_parameters_as_pyro_adam_after_n_steps(args):
     ref, _ = _vae_params_after(lambda: pyro.optim.Adam(dict(args)))
     ours, opt = _vae_params_after(lambda: pgm_optim.Adam(dict(args)))
-    _assert_params_close(ours, ref)  # float tolerance (foreach gives the same roundings here)
+    _assert_params_close(ours, ref)  # float tolerance: the fused kernel rounds differently
     assert len(opt.optimizer.param_groups) == 1
-    assert len(opt.optimizer.param_groups[0]["params"]) == 8
-    assert opt.optimizer.param_groups[0]["foreach"] is True
+    group = opt.optimizer.param_groups[0]
+    assert len(group["params"]) == 8
+    # the fused kernel by default where this torch has it on the CPU, else foreach
+    fused = "cpu" in pgm_optim._fused_device_types(torch.optim.Adam)
+    assert (group["fused"], group["foreach"]) == ((True, None) if fused else (None, True))
 
 
-def test_fused_kernel_agrees_to_float_tolerance():
+@pytest.mark.parametrize("kernel,expected", [
+    ({"fused": True}, {"fused": True, "foreach": None}),
+    ({"foreach": True}, {"fused": None, "foreach": True}),
+    ({"fused": False}, {"fused": False, "foreach": None}),  # torch's default kernel
+])
+def test_kernel_given_by_the_user_is_kept_and_agrees_to_float_tolerance(kernel, expected):
     ref, _ = _vae_params_after(lambda: pyro.optim.Adam({"lr": 0.01}))
-    ours, opt = _vae_params_after(lambda: pgm_optim.Adam({"lr": 0.01, "fused": True}))
+    ours, opt = _vae_params_after(lambda: pgm_optim.Adam({"lr": 0.01, **kernel}))
+    _assert_params_close(ours, ref)
+    group = opt.optimizer.param_groups[0]
+    assert {k: group[k] for k in expected} == expected
+    state = next(iter(opt.get_state().values()))
+    assert {k: state["param_groups"][0][k] for k in expected} == expected  # recorded
+
+
+def test_fused_only_where_every_parameter_of_the_group_supports_it():
+    # A meta tensor stands for a device without fused kernels: it gets a foreach group of
+    # its own, with the same hyperparameters; the CPU parameters share one fused group.
+    pyro.clear_param_store()
+    a = pyro.param("a", torch.zeros(3)).unconstrained()
+    b = pyro.param("b", torch.zeros(2, dtype=torch.float64)).unconstrained()
+    m = pyro.param("m", torch.zeros(3, device="meta")).unconstrained()
+    opt = pgm_optim.Adam({"lr": 0.1})
+    opt({a, m, b})
+    groups = {tuple(sorted(pyro.get_param_store().param_name(p) for p in g["params"])):
+              (g["fused"], g["foreach"], g["lr"]) for g in opt.optimizer.param_groups}
+    assert groups == {("a", "b"): (True, None, 0.1), ("m",): (None, True, 0.1)}
+    # an optimizer without a fused kernel (here RMSprop) keeps foreach
+    rms = pgm_optim.MultiTensorOptim(torch.optim.RMSprop, {"lr": 0.1})
+    rms({a})
+    assert rms.optimizer.param_groups[0]["foreach"] is True
+
+
+@pytest.mark.parametrize("pyro_ctor,torch_ctor,args", [
+    (pyro.optim.SGD, torch.optim.SGD, {"lr": 1e-3, "momentum": 0.9}),
+    (pyro.optim.AdamW, torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
+    (pyro.optim.Adagrad, torch.optim.Adagrad, {"lr": 0.05}),
+])
+def test_other_fused_optimizers_agree_with_pyro(pyro_ctor, torch_ctor, args):
+    ref, _ = _vae_params_after(lambda: pyro_ctor(dict(args)))
+    ours, opt = _vae_params_after(lambda: pgm_optim.MultiTensorOptim(torch_ctor, dict(args)))
     _assert_params_close(ours, ref)
     assert opt.optimizer.param_groups[0]["fused"] is True
+
+
+def test_state_records_the_kernel_defaults_as_pyro_does():
+    """A state saved from ours has pyro.optim's param groups: the kernel chosen here is not
+    imposed on an optimizer that loads it."""
+    _, ref = _vae_params_after(lambda: pyro.optim.Adam({"lr": 0.01}), steps=3)
+    ref_state = ref.get_state()
+    _, opt = _vae_params_after(lambda: pgm_optim.Adam({"lr": 0.01}), steps=3)
+    state = opt.get_state()
+    assert state.keys() == ref_state.keys()
+    for name, s in state.items():
+        assert s["param_groups"] == ref_state[name]["param_groups"], name
+        assert s["state"][0].keys() == ref_state[name]["state"][0].keys()
+        for key, value in s["state"][0].items():
+            torch.testing.assert_close(value, ref_state[name]["state"][0][key])
 
 
 def test_per_param_args_and_clipping_as_pyro():
