@@ -192,9 +192,11 @@ def log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, *,
             f"sites in plate {plate_name!r} have different scales {sorted(scales)}; expected "
             "one scale for the whole data plate so it can be applied outside the logsumexp")
     k = num_particles or 1
-    local_t = local.expand(k, local.shape[1]) if local.shape[0] == 1 else local
-    glob_t = torch.as_tensor(glob).reshape(-1) if not isinstance(glob, torch.Tensor) else glob
-    glob_t = glob_t.expand(k) if glob_t.shape[0] == 1 else glob_t
+    local_t = local.expand(k, local.shape[1]) if local.shape[0] != k else local
+    if isinstance(glob, torch.Tensor):
+        glob_t = glob.expand(k) if glob.shape[0] != k else glob
+    else:  # no site outside the data plate
+        glob_t = local_t.new_zeros(k)
     return LogWeights(local_t, glob_t, scales.pop() if scales else 1.0, latents, has_global,
                       tuple(particle_global))
 
@@ -222,7 +224,9 @@ def _site_log_prob(name: str, site: dict[str, Any], fn: Any,
 def per_point(lp: torch.Tensor, plate_dim: int, max_plate_nesting: int) -> torch.Tensor:
     """``[K, N]``: a ``max_plate_nesting + 1``-dim log density (particles first) summed over
     every plate but the particles' and the data plate's (at ``plate_dim``, negative)."""
-    keep = lp.movedim(max_plate_nesting + 1 + plate_dim, 1)
+    source = max_plate_nesting + 1 + plate_dim
+    # A move to where it already is would still add a view (and its backward node).
+    keep = lp if source == 1 else lp.movedim(source, 1)
     if keep.dim() > 2:  # other plates than particles and data: sum them out
         keep = keep.reshape(keep.shape[0], keep.shape[1], -1).sum(-1)
     return keep
