@@ -5,11 +5,16 @@ every contender alike:
 
 1. One SVI step of ``pgm_lab.models.VAE`` + ``pgm_lab.guides.AmortizedNormal`` (784-400-20,
    Bernoulli, batch 128) with Pyro's ``Trace_ELBO`` and with ``pgm_lab.infer.IWAE(1)``, against
-   a hand-written pure-PyTorch VAE step with the same networks, loss and Adam. Each with
-   ``pyro.optim.Adam`` (one torch optimizer per parameter) and with ``pgm_lab.optim.Adam``
-   (one multi-tensor optimizer for all parameters; also its ``fused=True`` kernel, against a
-   PyTorch step with the same fused Adam). For reference, also Pyro's compiled
-   ``JitTrace_ELBO`` and our loss with one ``torch.optim.Adam`` (no SVI).
+   a hand-written pure-PyTorch VAE step with the same networks, loss and Adam, both with
+   torch's default Adam kernel (for-loop on the CPU) and with its fused kernel. Each Pyro loss
+   with ``pyro.optim.Adam`` (one torch optimizer per parameter) and with
+   ``pgm_lab.optim.Adam`` (one optimizer for all parameters, fused kernel by default; also
+   with ``foreach=True``). "fit's step" is the step :func:`pgm_lab.train.fit` runs: the loss
+   of :func:`pgm_lab.infer.device_loss.device_loss_and_grads` under a param trace, then
+   ``optim(params)`` (``pgm_lab.train._svi_step``), its loss read every step (fit's default
+   on the CPU) like the PyTorch peer's; also with Pyro's validation off, as fit runs the steps
+   between two reads on CUDA. For reference, Pyro's compiled ``JitTrace_ELBO`` and our loss
+   with one ``torch.optim.Adam`` (no SVI). Pyro's validation is on (its default) unless said.
 2. One IWAE K=50 training step: ``IWAE(50)`` (standard and DReG) against Pyro's
    ``RenyiELBO(alpha=0, num_particles=50, vectorize_particles=True)`` and pure PyTorch.
 3. IWAE-5000 evaluation of the whole digits test set (360 images, the compare-bounds VAE
@@ -25,6 +30,7 @@ Each Pyro contender has its own parameters (distinct Pyro param names) and optim
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -49,6 +55,7 @@ from pgm_lab import optim as pgm_optim
 from pgm_lab.data import load_dataset
 from pgm_lab.guides import AmortizedNormal
 from pgm_lab.infer import IWAE, iwae
+from pgm_lab.infer.device_loss import device_loss_and_grads
 from pgm_lab.models import VAE
 
 HERE = Path(__file__).parent
@@ -128,6 +135,31 @@ def _pyro_loss_torch_adam(loss: pyro.infer.ELBO):
     return run
 
 
+def _fit_step(loss: pyro.infer.ELBO, validate: bool = True):
+    """The step of ``pgm_lab.train.fit`` (``_svi_step``) with its default optimizer
+    (``pgm_lab.optim.Adam``), the loss read to the host as fit does on the CPU; with
+    ``validate=False`` under ``pyro.validation_enabled(False)``."""
+    step = _pyro_step(loss)  # registers fresh modules
+    vae, guide = list(_CONTENDERS.children())[-2:]
+    del step
+    on_device = device_loss_and_grads(loss)
+    if on_device is None:
+        raise RuntimeError(f"expected a loss fit keeps on the device, got {loss!r}")
+    optim = pgm_optim.Adam({"lr": 1e-3})
+
+    def run(x: torch.Tensor) -> float:
+        with contextlib.nullcontext() if validate else pyro.validation_enabled(False):
+            with pyro.poutine.trace(param_only=True) as param_capture:
+                value = on_device(vae.model, guide, x)
+            params = {site["value"].unconstrained()
+                      for site in param_capture.trace.nodes.values()}
+            optim(params)
+            pyro.infer.util.zero_grads(params)
+        return float(value)
+
+    return run
+
+
 def _data(seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.bernoulli(torch.full((BATCH, X_DIM), 0.3), generator=g)
@@ -171,25 +203,35 @@ def bench_steps(rounds: int) -> list[dict]:
         "IWAE(1)": _pyro_step(IWAE(1)),
         "Trace_ELBO + pgm Adam": _pyro_step(Trace_ELBO(), pgm_optim.Adam({"lr": 1e-3})),
         "IWAE(1) + pgm Adam": _pyro_step(IWAE(1), pgm_optim.Adam({"lr": 1e-3})),
-        "IWAE(1) + pgm fused Adam": _pyro_step(IWAE(1), pgm_optim.Adam({"lr": 1e-3,
-                                                                         "fused": True})),
+        "IWAE(1) + pgm foreach Adam": _pyro_step(IWAE(1), pgm_optim.Adam({"lr": 1e-3,
+                                                                           "foreach": True})),
+        "fit's step, Trace_ELBO": _fit_step(Trace_ELBO()),
+        "fit's step, IWAE(1)": _fit_step(IWAE(1)),
+        "fit's step, IWAE(1), no validation": _fit_step(IWAE(1), validate=False),
         "IWAE(1) + torch Adam": _pyro_loss_torch_adam(IWAE(1)),
         "JitTrace_ELBO": _pyro_step(JitTrace_ELBO(ignore_jit_warnings=True)),
     }, rounds, reps=3)
+    task = f"SVI step, K=1 (784-400-20, B={BATCH})"
+    fused_task = f"SVI step, K=1, both fused Adam (784-400-20, B={BATCH})"
     for ours in ("Trace_ELBO", "IWAE(1)"):
-        rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch", ours,
-                         f"VAE + {ours} + pyro.optim.Adam"))
+        rows.append(_row(task, k1, "pure PyTorch", ours, f"VAE + {ours} + pyro.optim.Adam"))
     for ours in ("Trace_ELBO", "IWAE(1)"):
-        rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
-                         f"{ours} + pgm Adam", f"VAE + {ours} + pgm_lab.optim.Adam"))
-    rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
-                     "IWAE(1) + pgm fused Adam",
-                     "VAE + IWAE(1) + pgm_lab.optim.Adam(fused=True)"))
-    rows.append(_row(f"SVI step, K=1, both fused Adam (784-400-20, B={BATCH})", k1,
-                     "pure PyTorch (fused Adam)", "IWAE(1) + pgm fused Adam",
-                     "VAE + IWAE(1) + pgm_lab.optim.Adam(fused=True)"))
-    rows.append(_row(f"SVI step, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
-                     "JitTrace_ELBO", "VAE + Pyro's JitTrace_ELBO (compiled)"))
+        rows.append(_row(task, k1, "pure PyTorch", f"{ours} + pgm Adam",
+                         f"VAE + {ours} + pgm_lab.optim.Adam (fused)"))
+    rows.append(_row(task, k1, "pure PyTorch", "IWAE(1) + pgm foreach Adam",
+                     "VAE + IWAE(1) + pgm_lab.optim.Adam(foreach=True)"))
+    for name in ("fit's step, Trace_ELBO", "fit's step, IWAE(1)",
+                 "fit's step, IWAE(1), no validation"):
+        rows.append(_row(task, k1, "pure PyTorch", name, name))
+    for ours, label in (("Trace_ELBO + pgm Adam", "VAE + Trace_ELBO + pgm_lab.optim.Adam"),
+                        ("IWAE(1) + pgm Adam", "VAE + IWAE(1) + pgm_lab.optim.Adam"),
+                        ("fit's step, Trace_ELBO", "fit's step, Trace_ELBO"),
+                        ("fit's step, IWAE(1)", "fit's step, IWAE(1)"),
+                        ("fit's step, IWAE(1), no validation",
+                         "fit's step, IWAE(1), no validation")):
+        rows.append(_row(fused_task, k1, "pure PyTorch (fused Adam)", ours, label))
+    rows.append(_row(task, k1, "pure PyTorch", "JitTrace_ELBO",
+                     "VAE + Pyro's JitTrace_ELBO (compiled)"))
     rows.append(_row(f"step without SVI, K=1 (784-400-20, B={BATCH})", k1, "pure PyTorch",
                      "IWAE(1) + torch Adam", "VAE + IWAE(1).differentiable_loss + torch Adam"))
     k50 = _time_steps({
@@ -297,6 +339,7 @@ def main() -> None:
     if args.eval_worker:
         print(json.dumps(_eval_worker(args.eval_worker, args.k)))
         return
+    load_before = os.getloadavg()
     rows = bench_steps(args.rounds)
     print(_table(rows))
     ev = bench_eval(args.k, args.threads, args.eval_repeats)[0]
@@ -311,7 +354,8 @@ def main() -> None:
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
             "torch": torch.__version__, "pyro": pyro.__version__, "threads": args.threads,
-            "rounds": args.rounds, "note": "measured on a machine shared with other jobs"}
+            "rounds": args.rounds, "note": "measured on a machine shared with other jobs",
+            "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()}}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "vae.json").write_text(json.dumps({"meta": meta, "rows": [*rows, ev]},
                                                           indent=2))
