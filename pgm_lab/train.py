@@ -203,7 +203,7 @@ def fit(
             ``load_state_dict()`` (e.g. persistent chains) that state is checkpointed too.
         optim: a :class:`pyro.optim.PyroOptim` (default :func:`pgm_lab.optim.Adam` with
             ``lr=1e-3``: the same updates as ``pyro.optim.Adam``, stepping all parameters with
-            one multi-tensor optimizer).
+            one torch optimizer, on its fused kernel where the device has one).
         epochs: total number of epochs (a resumed run continues up to this number).
         batch_size: minibatch size ``B`` (the last batch of an epoch may be smaller).
         seed: seeds torch, numpy, python ``random`` and the shuffling generator; ``None`` keeps

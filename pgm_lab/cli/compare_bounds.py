@@ -199,8 +199,8 @@ def compare_bounds(args: argparse.Namespace) -> dict[str, Any]:
     reference: dict[int, torch.Tensor] | None = None  # per-point bounds of the first run
     for objective, k in objectives:
         name = _run_name(objective, k, args.estimator)
-        # pgm_lab.optim.Adam: the same updates as pyro.optim.Adam with one multi-tensor
-        # optimizer for all parameters instead of one per parameter (faster steps).
+        # pgm_lab.optim.Adam: the same updates as pyro.optim.Adam with one (fused where the
+        # device has the kernel) optimizer for all parameters instead of one per parameter.
         pyro.clear_param_store()  # every run starts from the same initialization
         torch.manual_seed(args.seed)
         vae, model, guide = _build(args.model, d, args.z_dim, args.hidden, device)
