@@ -38,7 +38,7 @@ from . import checkpoint as checkpoint_io
 from . import distributed as dist_io
 from ._progress import progress_enabled
 from ._threads import check_num_threads, step_work, training_threads
-from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, PgmLabError, TrainingError
 from .infer.device_loss import device_loss_and_grads
 from .optim import Adam
 
@@ -533,7 +533,7 @@ def _step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str,
         return _parallel_step(run, svi, batch, where)
     try:
         return _svi_step(run, svi, batch)
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001 -- kept as raised unless _explained explains it
         error = _explained(run, exc, where)
         if error is None:
             raise
@@ -545,13 +545,16 @@ def _explained(run: _Run, exc: Exception, where: str) -> TrainingError | None:
 
     Pyro's validation raises ValueError on a NaN distribution parameter; parameters may also
     stay finite while a value computed from them overflows, and Pyro then wraps the support
-    error as "Error while computing log_prob at site ...".
+    error as "Error while computing log_prob at site ...". A step that runs without
+    validation (inside a ``check_every`` window) meets a NaN parameter in torch instead, e.g.
+    a RuntimeError from sampling with NaN probabilities: any exception raised while some
+    parameter is not finite is explained by it (the library's own errors are kept).
     """
-    if not isinstance(exc, ValueError):
+    if isinstance(exc, PgmLabError):
         return None
     bad = _non_finite_params()
     message = str(exc)
-    if not bad and "invalid values" not in message:
+    if not bad and not (isinstance(exc, ValueError) and "invalid values" in message):
         return None
     what = (f"parameters {bad} became NaN or infinite" if bad else
             "a value became NaN or infinite: " + " ".join(message.splitlines()[:2]))

@@ -113,6 +113,34 @@ def test_a_nan_loss_between_checks_names_the_window_of_steps(tmp_path):
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2  # last good checkpoint kept
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
+def test_a_nan_parameter_met_by_an_unvalidated_step_is_a_training_error(tmp_path):
+    # Step 1 of a window of 3 runs without validation: its NaN gradient makes "p" NaN, and
+    # step 2 draws from Categorical(logits=NaN), where torch raises a RuntimeError.
+    calls = {"n": 0}
+
+    def model(x):
+        calls["n"] += 1
+        p = pyro.param("p", torch.tensor(0.0))
+        if calls["n"] == 5:  # epoch 1 (3 steps per epoch), step 1
+            pyro.factor("bad", p * torch.tensor(float("nan")))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Categorical(torch.ones(x.shape[0], 2) / 2))
+            pyro.sample("x", dist.Normal(p, 1.0), obs=x)
+
+    def guide(x):
+        p = pyro.param("p", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Categorical(logits=torch.stack([p, -p]).expand(x.shape[0], 2)))
+
+    ckpt = tmp_path / "ck.pt"
+    with pytest.raises(TrainingError, match=r"parameters \['p'\] became NaN .* epoch 1, step 2"
+                                            r".*ck\.pt"):
+        fit(model, guide, torch.randn(12), epochs=3, batch_size=4, device="cpu",
+            checkpoint=ckpt, progress=False, check_every=3)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # last good checkpoint kept
+
+
 def _iwae_fit(**kw):
     pyro.clear_param_store()
     torch.manual_seed(0)
