@@ -88,7 +88,10 @@ def _particle(model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any
     log_r = None
 
     def add(total: torch.Tensor | None, term: Any, sign: float) -> torch.Tensor:
-        term = torch.as_tensor(term).detach().double() * sign
+        # a Python number (Pyro's torch_item keeps it) goes to float64 directly, not via the
+        # float32 of torch.as_tensor
+        term = (term.detach().double() if isinstance(term, torch.Tensor)
+                else torch.tensor(float(term), dtype=torch.float64)) * sign
         return term if total is None else total + term  # a 0-d tensor joins any device
 
     for site in model_trace.nodes.values():
