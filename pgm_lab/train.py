@@ -343,6 +343,8 @@ class _Run:
     shared: set[str] = field(default_factory=set)  # params given rank 0's values (by name)
     check_every: int = 1  # steps between reads (and finiteness checks) of the loss
     failure: tuple[Exception, str] | None = None  # this rank's failed step, raised at the read
+    # distributed: the fractions of failed ranks of this window's steps, summed on the device
+    window_failures: float | torch.Tensor = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -494,13 +496,15 @@ def _read_window(run: _Run, window: float | torch.Tensor, where: str, summed: bo
     flags in its second entry), or a non-finite loss."""
     values = window.tolist() if isinstance(window, torch.Tensor) else [window]
     values = values if isinstance(values, list) else [values]
+    run.window_failures = 0.0
     if run.failure is not None:
         exc, step = run.failure
         run.failure = None
-        error = _explained(run, exc, step)
-        if error is None:
-            raise exc
-        raise error from exc
+        if not isinstance(exc, _AnotherRankFailed):
+            error = _explained(run, exc, step)
+            if error is None:
+                raise exc
+            raise error from exc
     if len(values) > 1 and values[1] > 0:
         raise TrainingError(f"rank {run.ctx.rank} of {run.ctx.world_size}: another rank "
                             f"failed at {where} (its log names the error); every rank stops")
@@ -610,10 +614,17 @@ def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str
         loss = math.nan
     has_grad, means = dist_io.average_gradients(
         run.ctx, params, [loss, float(run.failure is not None)], where)
+    run.window_failures = run.window_failures + means[1]
     stepped = {p for p, used in zip(params, has_grad) if used}
     svi.optim(stepped)
     pyro.infer.util.zero_grads(stepped)
     return means
+
+
+class _AnotherRankFailed(Exception):
+    """Raised by :class:`_ShareNewParams` instead of sharing a new parameter once another
+    rank has failed in the window (it no longer runs the model, so it would never join the
+    broadcast): this rank then fails its step too, and every rank stops at the window's end."""
 
 
 class _ShareNewParams(Messenger):
@@ -623,6 +634,12 @@ class _ShareNewParams(Messenger):
     def __init__(self, run: _Run) -> None:
         super().__init__()
         self.run = run
+
+    def _pyro_param(self, msg: dict) -> None:
+        # A rank whose step failed earlier in the window only joins the gradient averaging:
+        # read the failures so far (one host read per new parameter) before broadcasting.
+        if msg["name"] not in self.run.shared and float(self.run.window_failures) > 0:
+            raise _AnotherRankFailed(msg["name"])
 
     def _pyro_post_param(self, msg: dict) -> None:
         name = msg["name"]

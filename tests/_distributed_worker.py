@@ -95,7 +95,8 @@ def main() -> None:
         result = train(epochs, None if ckpt == "-" else ckpt, resume)
         result["writes"] = writes
     elif mode == "die":  # rank 1 exits after the first epoch; rank 0 must fail, not hang
-        torch.save({"nan": nan_on_rank_1(ctx.rank), "window": failure_in_window(ctx.rank)},
+        torch.save({"nan": nan_on_rank_1(ctx.rank), "window": failure_in_window(ctx.rank),
+                    "window_new_param": failure_in_window(ctx.rank, new_param=True)},
                    f"{out}.{ctx.rank}")
 
         def die(epoch: int, record: object) -> None:
@@ -155,9 +156,11 @@ def nan_on_rank_1(rank: int) -> str:
     return "no error"
 
 
-def failure_in_window(rank: int) -> str:
+def failure_in_window(rank: int, new_param: bool = False) -> str:
     """The error of each rank when rank 1's model raises at epoch 1, step 1, inside a window
-    of 3 steps (0-2) whose loss is read once: every rank must stop at the window's end."""
+    of 3 steps (0-2) whose loss is read once: every rank must stop at the window's end. With
+    ``new_param`` the model creates a parameter at step 2, which rank 0 would broadcast to a
+    rank 1 that no longer runs the model."""
     pyro.clear_param_store()
     module, calls = Regression(), {"n": 0}
 
@@ -166,6 +169,8 @@ def failure_in_window(rank: int) -> str:
         if rank == 1 and calls["n"] == 7:  # one call to create the params, 4 steps per epoch
             raise RuntimeError("rank 1's model broke")
         module.model(x, y)
+        if new_param and calls["n"] >= 8:  # epoch 1, step 2 on
+            pyro.factor("prior", -pyro.param("later", torch.tensor(0.5)) ** 2)
 
     try:
         fit_steps = []

@@ -108,12 +108,15 @@ def test_a_nan_stops_every_rank_and_a_dead_rank_fails_the_others_clearly(tmp_pat
     assert nan[1].startswith("a value became NaN or infinite") and "at epoch 1, step 0" in nan[1]
     # a rank that fails inside a window of steps whose loss is read once stops with the others
     # at the window's end (steps 0-2 of epoch 1), raising its own error
-    window = [torch.load(tmp_path / f"out.{r}", weights_only=True)["window"] for r in range(2)]
-    assert window[0] == ("TrainingError: rank 0 of 2: another rank failed at epoch 1, steps 0-2 "
-                         "(its log names the error); every rank stops | last step: epoch 1, "
-                         "step 2"), window
-    assert window[1].startswith("RuntimeError: rank 1's model broke"), window
-    assert window[1].endswith(" | last step: epoch 1, step 2"), window
+    # (also when rank 0 creates a parameter after rank 1 failed: it does not wait for rank 1
+    # to join the parameter's broadcast until the timeout)
+    for key in ("window", "window_new_param"):
+        window = [torch.load(tmp_path / f"out.{r}", weights_only=True)[key] for r in range(2)]
+        assert window[0] == ("TrainingError: rank 0 of 2: another rank failed at epoch 1, "
+                             "steps 0-2 (its log names the error); every rank stops | last "
+                             "step: epoch 1, step 2"), (key, window)
+        assert window[1].startswith("RuntimeError: rank 1's model broke"), (key, window)
+        assert window[1].endswith(" | last step: epoch 1, step 2"), (key, window)
     assert time.monotonic() - t0 < LAUNCH_TIMEOUT
 
 
