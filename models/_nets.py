@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pgm_lab._deferred import defer
 from pgm_lab.errors import ConfigError, DataError
 
 __all__ = ["ACTIVATIONS", "mlp", "check_dims", "hidden_tuple", "as_rows", "param_dtype"]
@@ -62,8 +63,9 @@ def as_rows(x: torch.Tensor, dim: int, name: str = "x",
 
     ``dtype`` (the network's): ``x`` is cast to it, so float64 data (NumPy's default) work
     with float32 networks instead of failing in a matmul. ``check_finite=False`` skips the
-    one check that reads a value to the host (a GPU synchronisation); the type and shape
-    checks read only metadata.
+    one check that reads a value to the host (a GPU synchronisation), or, inside
+    :func:`pgm_lab._deferred.deferring` (the unvalidated steps of :func:`pgm_lab.train.fit`),
+    leaves it for the next read of the loss; the type and shape checks read only metadata.
     """
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a torch.Tensor [N, {dim}], got {type(x).__name__}")
@@ -74,8 +76,9 @@ def as_rows(x: torch.Tensor, dim: int, name: str = "x",
         x = x.to(dtype)
     if not x.dtype.is_floating_point:
         x = x.to(torch.get_default_dtype())
-    elif check_finite and not math.isfinite(float(x.sum())) \
-            and not bool(torch.isfinite(x).all()):
+    elif not check_finite:
+        defer(~torch.isfinite(x.sum()), lambda: as_rows(x, dim, name))
+    elif not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
         # One sum (NaN/inf propagate) is ~70x cheaper than isfinite().all() on a 128 x 784
         # batch; the exact check only runs when the sum is not finite.
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()

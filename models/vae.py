@@ -13,6 +13,7 @@ from pyro.nn.module import to_pyro_module_
 from pyro.poutine.util import is_validation_enabled
 from torch.distributions import constraints
 
+from pgm_lab._deferred import defer
 from pgm_lab.errors import ConfigError, DataError
 
 from ._nets import as_rows, check_dims, hidden_tuple, mlp, param_dtype
@@ -136,6 +137,8 @@ class VAE(PyroModule):
         binary = self.likelihood == "bernoulli" and validate
         if binary:
             _check_binary(x)
+        elif self.likelihood == "bernoulli":  # fit's unvalidated steps check at the next read
+            defer(_not_binary(x), lambda: _check_binary(x))
         n = x.shape[0]
         with pyro.plate(self.plate_name, n):
             prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([n, self.z_dim])
@@ -219,6 +222,16 @@ class VAE(PyroModule):
         return self.decode(z)
 
 
+def _not_binary(x: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor on ``x``'s device: whether some entry of ``x`` is not 0 or 1 (computed
+    as :func:`_check_binary` explains, without reading anything to the host)."""
+    if x.dtype == torch.bool:
+        return torch.zeros((), dtype=torch.bool, device=x.device)
+    if not x.is_floating_point():
+        return ((x != 0) & (x != 1)).any()
+    return x.sub(1).mul_(x).abs_().sum() != 0
+
+
 def _check_binary(x: torch.Tensor) -> None:
     """Raise :class:`DataError` naming the first non-binary entry of ``x [N, D]``.
 
@@ -231,8 +244,7 @@ def _check_binary(x: torch.Tensor) -> None:
     than comparing with 0 and with 1 and reducing with ``any`` on a 128 x 784 batch. The
     entries are located only when some is not binary.
     """
-    if x.dtype == torch.bool or (x.is_floating_point()
-                                 and not bool(x.sub(1).mul_(x).abs_().sum())):
+    if not bool(_not_binary(x)):
         return
     bad = (x != 0) & (x != 1)
     if bool(bad.any()):

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from . import checkpoint as checkpoint_io
 from . import distributed as dist_io
+from ._deferred import DeferredCheck, deferring, pending
 from ._progress import progress_enabled
 from ._threads import check_num_threads, step_work, training_threads
 from .errors import CheckpointError, ConfigError, DataError, PgmLabError, TrainingError
@@ -461,6 +462,7 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
     order = torch.randperm(n, generator=run.gen) if run.shuffle else torch.arange(n)
     order = order.to(run.device)
     epoch_loss, window, first = 0.0, 0.0, 0  # window: the loss of steps first..step, unread
+    checks: list[tuple[str, DeferredCheck]] = []  # the window's deferred data checks
     for step in range(steps):
         idx = order[step * b : (step + 1) * b]
         batch = [t[idx] for t in run.tensors]
@@ -470,32 +472,40 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
             rows = dist_io.shard(int(idx.shape[0]), run.ctx)
             batch = [t[rows] for t in batch]
         where = f"epoch {epoch}, step {step}"
-        with _validation(step == first):
+        with _validation(step == first) as deferred:
             step_loss = _step(run, svi, batch, where, int(idx.shape[0]))
+        checks += [(where, c) for c in deferred]
         # float64 on the device, as the host sums the floats of losses read every step
         window = window + (step_loss.double() if isinstance(step_loss, torch.Tensor)
                            else step_loss)
         bar.update(1)
         if step + 1 - first == run.check_every or step == steps - 1:
             value = _read_window(run, window, where if first == step else
-                                 f"epoch {epoch}, steps {first}-{step}", step > first)
+                                 f"epoch {epoch}, steps {first}-{step}", step > first, checks)
             bar.set_postfix(epoch=epoch, loss=f"{value / (step + 1 - first) / n:.4g}")
-            epoch_loss, window, first = epoch_loss + value, 0.0, step + 1
+            epoch_loss, window, first, checks = epoch_loss + value, 0.0, step + 1, []
     return EpochRecord(epoch=epoch, loss=epoch_loss / steps / n,
                        seconds=time.perf_counter() - t0, steps=steps)
 
 
-def _validation(as_set: bool) -> Any:
-    """Pyro's validation as the user set it (``as_set``), or off for this step."""
-    return contextlib.nullcontext() if as_set else pyro.validation_enabled(False)
+@contextlib.contextmanager
+def _validation(as_set: bool) -> Iterator[list[DeferredCheck]]:
+    """Pyro's validation as the user set it (``as_set``; yields ``[]``), or off for this step,
+    collecting the data checks that the model defers (:mod:`pgm_lab._deferred`)."""
+    if as_set:
+        yield []
+        return
+    with pyro.validation_enabled(False), deferring() as deferred:
+        yield deferred
 
 
-def _read_window(run: _Run, window: float | torch.Tensor, where: str, summed: bool) -> float:
-    """The summed loss of a window of steps, read to the host (one synchronisation), after
-    raising this rank's failure, another rank's (distributed: ``window`` holds the failure
-    flags in its second entry), or a non-finite loss."""
-    values = window.tolist() if isinstance(window, torch.Tensor) else [window]
-    values = values if isinstance(values, list) else [values]
+def _read_window(run: _Run, window: float | torch.Tensor, where: str, summed: bool,
+                 checks: Sequence[tuple[str, DeferredCheck]] = ()) -> float:
+    """The summed loss of a window of steps and its deferred checks' flags, read to the host
+    in one synchronisation; raises this rank's failure, its first failed check (naming the
+    step), another rank's failure (distributed: ``window`` holds the failure flags in its
+    second entry), or a non-finite loss."""
+    values, failed = _read_together(window, [c.failed for _where, c in checks])
     run.window_failures = 0.0
     if run.failure is not None:
         exc, step = run.failure
@@ -505,6 +515,13 @@ def _read_window(run: _Run, window: float | torch.Tensor, where: str, summed: bo
             if error is None:
                 raise exc
             raise error from exc
+    for (step, deferred), bad in zip(checks, failed):
+        if bad:
+            try:
+                deferred.check()
+            except PgmLabError as exc:
+                raise type(exc)(f"at {step} (a step run without Pyro's validation, its data "
+                                f"checked at the window's end): {exc}") from exc
     if len(values) > 1 and values[1] > 0:
         raise TrainingError(f"rank {run.ctx.rank} of {run.ctx.world_size}: another rank "
                             f"failed at {where} (its log names the error); every rank stops")
@@ -513,6 +530,17 @@ def _read_window(run: _Run, window: float | torch.Tensor, where: str, summed: bo
         raise TrainingError(f"loss is {values[0]} at {where}{what}{_kept(run)}. Lower the "
                             "learning rate or check the model's scales")
     return values[0]
+
+
+def _read_together(window: float | torch.Tensor, flags: list[torch.Tensor]
+                   ) -> tuple[list[float], list[bool]]:
+    """``window`` (a float, or a 0-d / 1-d tensor) and the bool ``flags`` read to the host
+    with one transfer."""
+    if not isinstance(window, torch.Tensor):
+        return [window], [bool(f) for f in torch.stack(flags).tolist()] if flags else []
+    part = window.detach().double().reshape(-1)
+    values = torch.cat([part, *(f.to(part).reshape(1) for f in flags)]).tolist()
+    return values[:part.numel()], [v != 0 for v in values[part.numel():]]
 
 
 def _kept(run: _Run) -> str:
@@ -612,8 +640,11 @@ def _parallel_step(run: _Run, svi: SVI, batch: list[torch.Tensor], where: str
         for p in params:
             p.grad = None
         loss = math.nan
-    has_grad, means = dist_io.average_gradients(
-        run.ctx, params, [loss, float(run.failure is not None)], where)
+    failed: float | torch.Tensor = float(run.failure is not None)
+    deferred = [c.failed for c in pending()]  # this step's data checks: the others must stop
+    if deferred and run.failure is None:
+        failed = torch.stack(deferred).any().double()
+    has_grad, means = dist_io.average_gradients(run.ctx, params, [loss, failed], where)
     run.window_failures = run.window_failures + means[1]
     stepped = {p for p, used in zip(params, has_grad) if used}
     svi.optim(stepped)

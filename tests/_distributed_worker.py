@@ -96,8 +96,8 @@ def main() -> None:
         result["writes"] = writes
     elif mode == "die":  # rank 1 exits after the first epoch; rank 0 must fail, not hang
         torch.save({"nan": nan_on_rank_1(ctx.rank), "window": failure_in_window(ctx.rank),
-                    "window_new_param": failure_in_window(ctx.rank, new_param=True)},
-                   f"{out}.{ctx.rank}")
+                    "window_new_param": failure_in_window(ctx.rank, new_param=True),
+                    "bad_data": bad_data_in_window()}, f"{out}.{ctx.rank}")
 
         def die(epoch: int, record: object) -> None:
             if ctx.rank == 1:
@@ -189,6 +189,34 @@ def failure_in_window(rank: int, new_param: bool = False) -> str:
         return f"{type(exc).__name__}: {exc} | last step: {fit_steps[-1]}"
     finally:
         train_module._step = step
+    return "no error"
+
+
+def bad_data_in_window() -> str:
+    """Each rank's error when rank 1's share of the global minibatch of step 1 holds a
+    non-binary pixel, inside a window of 3 steps (0-2) run without validation after step 0."""
+    from pgm_lab.guides import AmortizedNormal
+    from pgm_lab.models import VAE
+    from pgm_lab.train import fit
+
+    pyro.clear_param_store()
+    calls = {"n": 0}
+
+    def poison(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first rows (to create the params), steps 0, 1
+            x = x.clone()
+            x[6, 3] = 0.5  # row 6 of 8: rank 1's share
+        return x
+
+    torch.manual_seed(0)
+    vae, guide = VAE(12, 2, (8,)), AmortizedNormal(12, 2, (8,))
+    x = torch.bernoulli(torch.full((48, 12), 0.4), generator=torch.Generator().manual_seed(0))
+    try:
+        fit(vae.model, guide, x, epochs=1, batch_size=8, device="cpu", progress=False,
+            transform=poison, shuffle=False, check_every=3)
+    except Exception as exc:  # noqa: BLE001 -- the test compares the ranks' errors
+        return f"{type(exc).__name__}: {exc}"
     return "no error"
 
 

@@ -117,6 +117,13 @@ def test_a_nan_stops_every_rank_and_a_dead_rank_fails_the_others_clearly(tmp_pat
                              "step: epoch 1, step 2"), (key, window)
         assert window[1].startswith("RuntimeError: rank 1's model broke"), (key, window)
         assert window[1].endswith(" | last step: epoch 1, step 2"), (key, window)
+    # data refused by a deferred check on one rank stop every rank at the window's end too
+    bad = [torch.load(tmp_path / f"out.{r}", weights_only=True)["bad_data"] for r in range(2)]
+    assert bad[0].startswith("TrainingError: rank 0 of 2: another rank failed at epoch 0, "
+                             "steps 0-2"), bad
+    assert bad[1].startswith("DataError: at epoch 0, step 1 (a step run without Pyro's "
+                             "validation"), bad
+    assert "expected binary x" in bad[1] and "x[2, 3] = 0.5" in bad[1], bad
     assert time.monotonic() - t0 < LAUNCH_TIMEOUT
 
 

@@ -218,6 +218,35 @@ def test_steps_between_checks_read_nothing_to_the_host(monkeypatch, case):
         assert reads == want, f"step {s}: {reads}"  # the window's read: the mode sees reads
 
 
+@pytest.mark.parametrize("bad,step,what", [(0.5, 2, "expected binary x"),
+                                            (float("nan"), 5, "x must be finite")])
+def test_bad_data_met_by_an_unvalidated_step_is_refused_at_the_windows_end(bad, step, what):
+    # The data are checked finite at the boundary; a transform may still make them bad. The
+    # check of an unvalidated step runs on the device and is read with the window's loss.
+    def poison(x, gen):
+        calls["n"] += 1
+        if calls["n"] == step + 1:
+            x = x.clone()
+            x[3, 7] = bad
+        return x
+
+    calls = {"n": 0}
+    vae, guide = VAE(12, 2, (8,)), AmortizedNormal(12, 2, (8,))
+    x = torch.bernoulli(torch.full((48, 12), 0.4))
+    with pytest.raises(DataError, match=rf"at epoch 0, step {step} \(a step run without "
+                                        rf".*{what}") as info:
+        fit(vae.model, guide, x, epochs=1, batch_size=8, device="cpu", progress=False,
+            transform=poison, shuffle=False, check_every=4)
+    assert calls["n"] == (4 if step < 4 else 6)  # raised at the end of its window
+    pyro.clear_param_store()  # a NaN step spoilt the parameters: start afresh
+    vae, guide = VAE(12, 2, (8,)), AmortizedNormal(12, 2, (8,))
+    with pytest.raises(DataError, match=what):  # a validated step refuses it at once
+        calls["n"] = 0
+        fit(vae.model, guide, x, epochs=1, batch_size=8, device="cpu", progress=False,
+            transform=poison, shuffle=False, check_every=1)
+    assert calls["n"] == step + 1 and info.value.__cause__ is not None
+
+
 def test_only_the_first_step_of_each_window_runs_validated():
     seen = []
 
