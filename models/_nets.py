@@ -64,7 +64,7 @@ def as_rows(x: torch.Tensor, dim: int, name: str = "x",
     ``dtype`` (the network's): ``x`` is cast to it, so float64 data (NumPy's default) work
     with float32 networks instead of failing in a matmul. ``check_finite=False`` skips the
     one check that reads a value to the host (a GPU synchronisation), or, inside
-    :func:`pgm_lab._deferred.deferring` (the unvalidated steps of :func:`pgm_lab.train.fit`),
+    ``pgm_lab._deferred.deferring`` (the unvalidated steps of :func:`pgm_lab.train.fit`),
     leaves it for the next read of the loss; the type and shape checks read only metadata.
     """
     if not isinstance(x, torch.Tensor):

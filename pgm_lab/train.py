@@ -266,8 +266,10 @@ def fit(
             floats, read every step), and only the first step of each window runs with
             Pyro's validation as set: the others run without it, since its checks read
             tensors to the host. So a step waits for the GPU once per window, not several
-            times per step. A non-finite sum names the window of steps it covers; an
-            invalid argument or value is found by the window's first step. Distributed, a
+            times per step. A non-finite sum names the window of steps it covers;
+            Pyro's argument checks run on the window's first step, and data checks that a
+            model defers to the read (the VAE's finite and binary
+            checks) raise their error, naming the step, at the window's end. Distributed, a
             rank whose step raises stops, with every other rank, at the end of the window.
 
     Returns:
@@ -491,7 +493,7 @@ def _train_epoch(run: _Run, svi: SVI, epoch: int, bar: tqdm) -> EpochRecord:
 @contextlib.contextmanager
 def _validation(as_set: bool) -> Iterator[list[DeferredCheck]]:
     """Pyro's validation as the user set it (``as_set``; yields ``[]``), or off for this step,
-    collecting the data checks that the model defers (:mod:`pgm_lab._deferred`)."""
+    collecting the data checks that the model defers (``pgm_lab._deferred``)."""
     if as_set:
         yield []
         return
