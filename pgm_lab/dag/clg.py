@@ -1,4 +1,5 @@
-"""Exact posteriors of discrete nodes in conditional linear-Gaussian (CLG) networks.
+"""Exact posteriors of discrete and continuous nodes in conditional linear-Gaussian (CLG)
+networks.
 
 In a CLG network (Lauritzen 1992) discrete nodes have discrete parents only, and each
 continuous node is :func:`~pgm_lab.dag.gaussian` given its parents. Given one configuration
@@ -14,20 +15,31 @@ evidence, at most ``MAX_CONFIGURATIONS`` of them: one batched Cholesky factor pe
 configuration, shared by every evidence row. A linear-Gaussian node whose discrete parent
 enters as a number adds ``w * index`` to its mean.
 
+The posterior of continuous queries :math:`x_q` is the mixture of the Gaussian conditionals
+of the configurations, weighted by the discrete posterior,
+
+.. math:: p(x_q \\mid x_e, d_e) = \\sum_d p(d \\mid x_e, d_e)\\,
+    N\\big(x_q;\\ \\mu_{d,q} + \\Sigma_{d,qe} \\Sigma_{d,ee}^{-1} (x_e - \\mu_{d,e}),\\
+    \\Sigma_{d,qq} - \\Sigma_{d,qe} \\Sigma_{d,ee}^{-1} \\Sigma_{d,eq}\\big),
+
+exact (not the moment-matched single Gaussian that Lauritzen's propagation keeps in a clique
+whose discrete variables are summed out; its mean and variance are the mixture's).
+
 Reference:
     S. L. Lauritzen, "Propagation of probabilities, means and variances in mixed graphical
-    association models", JASA 87, 1992. D. Koller and N. Friedman, *Probabilistic Graphical
-    Models*, MIT Press 2009, 14.3.
+    association models", JASA 87, 1992. S. L. Lauritzen and F. Jensen, "Stable local
+    computation with conditional Gaussian distributions", Statistics and Computing 11, 2001.
+    D. Koller and N. Friedman, *Probabilistic Graphical Models*, MIT Press 2009, 14.3.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from pyro.distributions import MultivariateNormal
+from pyro.distributions import Categorical, MixtureSameFamily, MultivariateNormal, Normal
 
 from ..errors import DAGError, InferenceError
 from .graph import ancestors
@@ -36,8 +48,8 @@ from .spec import ConditionalLinearGaussian, LinearGaussian
 if TYPE_CHECKING:
     from .core import DAG
 
-__all__ = ["MAX_CONFIGURATIONS", "check_shapes", "is_hybrid", "log_evidence", "log_joint",
-           "posterior"]
+__all__ = ["MAX_CONFIGURATIONS", "check_shapes", "has_discrete", "is_hybrid", "log_evidence",
+           "log_joint", "posterior"]
 
 MAX_CONFIGURATIONS = 1 << 16
 """The most discrete configurations :func:`log_joint` enumerates."""
@@ -74,6 +86,12 @@ def is_hybrid(dag: DAG, names: Sequence[str]) -> bool:
     return any(isinstance(dag._spec[n], _GAUSSIAN) for n in ancestors(dag._parents, names))
 
 
+def has_discrete(dag: DAG, names: Sequence[str]) -> bool:
+    """Whether a discrete node is among ``names`` and their ancestors."""
+    info = dag._discrete()
+    return any(info[n] is not None for n in ancestors(dag._parents, names))
+
+
 def _evidence(dag: DAG, evidence: Mapping[str, Any] | None
               ) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
     if evidence is not None and not isinstance(evidence, Mapping):
@@ -100,20 +118,22 @@ def _evidence(dag: DAG, evidence: Mapping[str, Any] | None
     return out, tuple(sizes)
 
 
-def log_joint(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | None = None
-              ) -> tuple[torch.Tensor, list[str]]:
-    """:math:`\\log p(d, e)` on the grid of the discrete ancestors of queries and evidence.
+class _Enumeration(NamedTuple):
+    """The configurations of the relevant discrete nodes, and given each one the joint normal
+    of the relevant continuous nodes (``C`` configurations, ``n`` continuous nodes)."""
 
-    Returns:
-        float64 ``[*batch, card(d_1), ..., card(d_n)]`` and the names ``d_1 ... d_n``
-        (topological order).
+    log_joint: torch.Tensor  # [*batch, C]: log p(d, e)
+    disc: list[str]
+    cards: list[int]
+    cont: list[str]
+    mean: torch.Tensor  # [C, n]
+    cov: torch.Tensor  # [C, n, n]
+    values: dict[str, torch.Tensor]
+    batch: tuple[int, ...]
 
-    Raises:
-        DAGError: a query is observed or unknown; malformed evidence.
-        InferenceError: a relevant continuous node is not :func:`~pgm_lab.dag.gaussian`, a
-            discrete node has a continuous parent, or more than ``MAX_CONFIGURATIONS``
-            configurations.
-    """
+
+def _enumerate(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | None
+               ) -> _Enumeration:
     values, batch = _evidence(dag, evidence)
     for q in queries:
         dag._check_name(q)
@@ -128,14 +148,16 @@ def log_joint(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | No
     bad = [n for n in cont if not isinstance(dag._spec[n], _GAUSSIAN)]
     if bad:
         raise InferenceError(f"exact inference in hybrid networks needs gaussian() continuous "
-                             f"nodes, got {bad}; use posterior(..., method='importance')")
+                             f"nodes, got {bad}; use posterior(..., method='importance') for "
+                             "discrete queries or log_evidence(..., method='importance')")
     cards = [info[n].card for n in disc]
     size = math.prod(cards)
     if size > MAX_CONFIGURATIONS:
         raise InferenceError(f"exact hybrid inference enumerates the {size} configurations of "
                              f"{disc}; expected at most {MAX_CONFIGURATIONS}; use "
                              "posterior(..., method='importance')")
-    grid = torch.cartesian_prod(*(torch.arange(c) for c in cards)).reshape(size, len(disc))
+    grid = (torch.cartesian_prod(*(torch.arange(c) for c in cards)).reshape(size, len(disc))
+            if disc else torch.zeros(1, 0, dtype=torch.long))
     config = dict(zip(disc, grid.T))  # name -> state index [C]
     tables = dag.tables(disc)  # InferenceError for a discrete node with a continuous parent
     out = torch.zeros(*batch, size, dtype=torch.float64)
@@ -145,14 +167,32 @@ def log_joint(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | No
         if n in values:  # evidence [*batch] against the configurations [C]
             agree = values[n].unsqueeze(-1) == config[n]
             out = out.masked_fill(~agree, -math.inf)
+    mean, cov = _normals(dag, cont, config, size)
     observed = [n for n in cont if n in values]
     if observed:
-        mean, cov = _normals(dag, cont, config, size)
         e = [cont.index(n) for n in observed]
         x = torch.stack([values[n].expand(batch) for n in observed], -1)  # [*batch, m]
         mvn = MultivariateNormal(mean[:, e], covariance_matrix=cov[:, e][:, :, e])
         out = out + mvn.log_prob(x.unsqueeze(-2))
-    return out.reshape(*batch, *cards), disc
+    return _Enumeration(out, disc, cards, cont, mean, cov, values, batch)
+
+
+def log_joint(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | None = None
+              ) -> tuple[torch.Tensor, list[str]]:
+    """:math:`\\log p(d, e)` on the grid of the discrete ancestors of queries and evidence.
+
+    Returns:
+        float64 ``[*batch, card(d_1), ..., card(d_n)]`` and the names ``d_1 ... d_n``
+        (topological order).
+
+    Raises:
+        DAGError: a query is observed or unknown; malformed evidence.
+        InferenceError: a relevant continuous node is not :func:`~pgm_lab.dag.gaussian`, a
+            discrete node has a continuous parent, or more than ``MAX_CONFIGURATIONS``
+            configurations.
+    """
+    en = _enumerate(dag, queries, evidence)
+    return en.log_joint.reshape(*en.batch, *en.cards), en.disc
 
 
 def _normals(dag: DAG, cont: list[str], config: Mapping[str, torch.Tensor], size: int
@@ -184,27 +224,97 @@ def _normals(dag: DAG, cont: list[str], config: Mapping[str, torch.Tensor], size
     return (a @ b.unsqueeze(-1)).squeeze(-1), 0.5 * (cov + cov.transpose(-1, -2))
 
 
+def _conditionals(en: _Enumeration, queries: Sequence[str]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per configuration, the Gaussian of the continuous ``queries`` given the continuous
+    evidence: loc ``[*batch, C, k]`` and the Cholesky factor of its covariance ``[C, k, k]``.
+
+    .. math:: \\mu_{q \\mid e} = \\mu_q + \\Sigma_{qe} \\Sigma_{ee}^{-1} (x_e - \\mu_e), \\quad
+        \\Sigma_{q \\mid e} = \\Sigma_{qq} - V^\\top V, \\quad V = L^{-1} \\Sigma_{eq},
+        \\quad L L^\\top = \\Sigma_{ee}
+    """
+    q = [en.cont.index(n) for n in queries]
+    e = [i for i, n in enumerate(en.cont) if n in en.values]
+    loc = en.mean[:, q].expand(*en.batch, -1, -1)  # [*batch, C, k]
+    cov = en.cov[:, q][:, :, q]
+    if e:
+        chol = torch.linalg.cholesky(en.cov[:, e][:, :, e])  # [C, m, m]
+        v = torch.linalg.solve_triangular(chol, en.cov[:, e][:, :, q], upper=False)
+        x = torch.stack([en.values[en.cont[i]].expand(en.batch) for i in e], -1)
+        r = torch.linalg.solve_triangular(chol, (x.unsqueeze(-2) - en.mean[:, e]).unsqueeze(-1),
+                                          upper=False)  # L^-1 (x_e - mu_e)  [*batch, C, m, 1]
+        loc = loc + (v.transpose(-1, -2) @ r).squeeze(-1)
+        cov = cov - v.transpose(-1, -2) @ v
+    chol_q, bad = torch.linalg.cholesky_ex(0.5 * (cov + cov.transpose(-1, -2)))
+    if bool((bad != 0).any()):
+        raise InferenceError(f"the conditional covariance of {list(queries)} is not positive "
+                             "definite in float64 for some discrete configuration (scales too "
+                             "small for the evidence?); expected gaussian() scales well above "
+                             "the rounding error of the covariance")
+    return loc, chol_q
+
+
 def posterior(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | None = None,
-              joint: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
-    """Exact posterior of discrete ``queries`` given discrete and continuous evidence.
+              joint: bool = False) -> dict[str, Any] | torch.Tensor | MixtureSameFamily:
+    """Exact posterior of discrete and continuous ``queries`` given discrete and continuous
+    evidence.
+
+    A discrete query gets its probabilities. A continuous query gets the mixture over the
+    ``C`` configurations :math:`d` of the relevant discrete nodes (see the module), with
+    weights :math:`p(d \\mid e)` and the Gaussian of the query given :math:`d` and the
+    continuous evidence as component, so its mean is :math:`\\sum_d p(d \\mid e)\\,
+    \\mu_{d, q \\mid e}` and its variance adds the spread of the component means to their
+    mean variance. Configurations the discrete evidence excludes keep weight zero.
+
+    Args:
+        queries: node names: all discrete, all continuous (:func:`~pgm_lab.dag.gaussian`), or
+            a mix when ``joint=False``.
+        evidence: ``name -> value`` (state names or indices for discrete nodes, numbers for
+            continuous ones; tensors ``[B]`` batch the rows), merged with ``dag.evidence``.
+        joint: one joint posterior of all queries instead of the marginals.
 
     Returns:
-        dict ``name -> float64 probs [*batch, card]``, or with ``joint=True`` one tensor
-        ``[*batch, card(q_1), ..., card(q_k)]``.
+        dict ``name -> float64 probs [*batch, card]`` for a discrete query, ``name ->
+        MixtureSameFamily(Categorical(logits [*batch, C]), Normal(loc [*batch, C], scale))``
+        (batch shape ``[*batch]``, float64; ``.mixture_distribution.probs`` are the weights
+        :math:`p(d \\mid e)`, given as log weights so that an excluded configuration has
+        weight exactly zero in ``log_prob``) for a continuous one. With ``joint=True``, one
+        tensor ``[*batch, card(q_1), ..., card(q_k)]`` for discrete queries, or for
+        continuous ones one ``MixtureSameFamily`` of ``MultivariateNormal`` components with
+        event ``[k]`` (queries in the given order).
 
     Raises:
-        DAGError, InferenceError: as :func:`log_joint`; a query that is not discrete.
-        DAGError: evidence of density zero (every configuration excluded).
+        DAGError, InferenceError: as :func:`log_joint`.
+        DAGError: evidence of density zero (every configuration excluded); ``joint=True``
+            with discrete and continuous queries together, or a repeated continuous query.
+        InferenceError: a conditional covariance that is not positive definite in float64.
+
+    References:
+        S. L. Lauritzen, JASA 87, 1992; S. L. Lauritzen and F. Jensen, Statistics and
+        Computing 11, 2001.
     """
     for q in queries:
-        dag.states(q)  # DAGError for a continuous query
-    lj, disc = log_joint(dag, queries, evidence)
-    batch = lj.dim() - len(disc)
-    log_z = lj.flatten(batch).logsumexp(-1)
+        dag._check_name(q)
+    info = dag._discrete()
+    cont_q = [q for q in queries if info[q] is None]
+    disc_q = [q for q in queries if info[q] is not None]
+    if joint and cont_q and disc_q:
+        raise DAGError(f"a joint posterior of discrete and continuous queries is not "
+                       f"supported: expected all discrete or all continuous queries with "
+                       f"joint=True, got discrete {disc_q} and continuous {cont_q}; try "
+                       "joint=False for the marginals, or the continuous queries jointly with "
+                       "the discrete ones as evidence")
+    if joint and len(set(cont_q)) < len(cont_q):
+        raise DAGError(f"expected distinct continuous queries with joint=True, got {cont_q}; "
+                       "try each name once")
+    en = _enumerate(dag, queries, evidence)
+    log_z = en.log_joint.logsumexp(-1)
     if bool((log_z == -math.inf).any()):
         raise DAGError("the evidence has probability zero under the network (no discrete "
                        "configuration agrees with it); check the discrete evidence")
-    post = (lj - log_z.reshape(*log_z.shape, *[1] * len(disc))).exp()
+    log_w = en.log_joint - log_z.unsqueeze(-1)  # [*batch, C]
+    batch, disc = len(en.batch), en.disc
+    post = log_w.exp().reshape(*en.batch, *en.cards)
 
     def marginal(names: Sequence[str]) -> torch.Tensor:
         axes = [batch + disc.index(q) for q in names]
@@ -213,9 +323,23 @@ def posterior(dag: DAG, queries: Sequence[str], evidence: Mapping[str, Any] | No
         order = sorted(axes)
         return out.permute(*range(batch), *[batch + order.index(a) for a in axes])
 
-    if joint:
+    if joint and not cont_q:
         return marginal(list(queries))
-    return {q: marginal([q]) for q in dict.fromkeys(queries)}
+    names = list(dict.fromkeys(cont_q))
+    loc, chol = _conditionals(en, names) if names else (None, None)
+    # log weights, not probs: Categorical(probs=) clamps its logits at log(eps), which would
+    # give an excluded configuration the density eps * N(...) far in the tails
+    mix = Categorical(logits=log_w)
+    if joint:
+        return MixtureSameFamily(mix, MultivariateNormal(loc, scale_tril=chol))
+    out: dict[str, Any] = {}
+    for q in dict.fromkeys(queries):
+        if q in disc_q:
+            out[q] = marginal([q])
+        else:
+            i = names.index(q)
+            out[q] = MixtureSameFamily(mix, Normal(loc[..., i], chol[:, i, :].norm(dim=-1)))
+    return out
 
 
 def log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None) -> torch.Tensor:

@@ -672,7 +672,10 @@ class DAG:
             ``joint=True`` one float64 tensor ``[*batch, card(q_1), ..., card(q_k)]``. For
             linear-Gaussian query nodes (:func:`~pgm_lab.dag.gaussian`) the exact Gaussian
             posterior instead: dict ``name -> Normal`` (batch ``[*batch]``), or one
-            ``MultivariateNormal`` with ``joint=True`` (:mod:`pgm_lab.dag.lingauss`). With
+            ``MultivariateNormal`` with ``joint=True`` (:mod:`pgm_lab.dag.lingauss`); in a
+            network with discrete nodes too, a ``MixtureSameFamily`` over the discrete
+            configurations of ``Normal`` (``MultivariateNormal`` jointly) components
+            (:mod:`pgm_lab.dag.clg`). With
             ``method="importance"``: dict ``name ->``
             :class:`~pgm_lab.dag.importance.PosteriorEstimate` (``probs``, ``stderr``,
             ``ess``).
@@ -693,12 +696,13 @@ class DAG:
                     for q in dict.fromkeys(names)}
         if method != "exact":
             raise ConfigError(f"method must be 'exact' or 'importance', got {method!r}")
-        if names and all(isinstance(self._spec.get(q), LinearGaussian) for q in names):
-            return lingauss.posterior(self, names, evidence, joint=joint)
         known = [k for k in (*names, *self._evidence, *(evidence or {}))
                  if isinstance(k, str) and k in self._spec]  # others: errors below
-        if (names and all(q in known and self.is_discrete(q) for q in names)
-                and clg.is_hybrid(self, known)):
+        if (names and all(isinstance(self._spec.get(q), LinearGaussian) for q in names)
+                and not clg.has_discrete(self, known)):
+            return lingauss.posterior(self, names, evidence, joint=joint)
+        if (names and all(q in known and (self.is_discrete(q) or clg.is_hybrid(self, [q]))
+                          for q in names) and clg.is_hybrid(self, known)):
             return clg.posterior(self, names, evidence, joint=joint)
         if joint:
             return exact.joint_posterior(self, names, evidence)
