@@ -346,8 +346,12 @@ class DAG:
             if isinstance(value, str):
                 raise DAGError(f"node {name!r} is continuous: expected a number or tensor, got "
                                f"the state name {value!r}; try a float value")
-            keep = isinstance(value, torch.Tensor) and value.is_floating_point()  # e.g. float64
-            return _as_tensor(name, value, value.dtype if keep else torch.get_default_dtype())
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                return value  # its own dtype, e.g. float64
+            # numbers take the dtype the node's values have (float64 for gaussian nodes, so
+            # conditioned and direct evidence agree bit for bit), else the default dtype
+            dtype = getattr(self._spec[name], "value_dtype", None) or torch.get_default_dtype()
+            return _as_tensor(name, value, dtype)
         if isinstance(value, str) or (isinstance(value, (list, tuple)) and value
                                       and all(isinstance(v, str) for v in value)):
             names = [value] if isinstance(value, str) else list(value)
@@ -462,7 +466,8 @@ class DAG:
                                    f"value with {self._event_dim(k)} dims (the node's event "
                                    f"shape), got shape {tuple(idx.shape)}; try a scalar, or "
                                    "condition() for per-row values")
-                spec[k] = Node((), lambda: None, root=dist.Delta(idx, event_dim=idx.dim()))
+                spec[k] = Node((), lambda: None, root=dist.Delta(idx, event_dim=idx.dim()),
+                               value_dtype=getattr(self._spec[k], "value_dtype", None))
         new = self._derive(spec)
         new._interventions.update(interventions)
         return new

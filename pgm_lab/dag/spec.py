@@ -36,12 +36,17 @@ class Node:
         fn: ``fn(*parent_values) -> Distribution``; for a root, ``fn()`` returns ``root``.
         root: the distribution of a root node given as a distribution (else ``None``).
         keywords: call ``fn`` with keyword arguments named after the parents.
+        value_dtype: the dtype of every value the conditional produces, when the node fixes
+            it (``torch.float64`` for :func:`gaussian` nodes), else ``None``. Python numbers
+            given as evidence or values of the node take this dtype (else the default dtype),
+            so they enter the node's computations unrounded.
     """
 
     parents: tuple[str, ...]
     fn: Callable[..., Distribution]
     root: Distribution | None = None
     keywords: bool = False
+    value_dtype: torch.dtype | None = None
 
     def __call__(self, *values: torch.Tensor) -> Distribution:
         """The distribution of the node given parent values (in :attr:`parents` order)."""
@@ -89,8 +94,11 @@ class LinearGaussian(Node):
     """A linear-Gaussian conditional :math:`x \\mid u \\sim N(b_0 + w^\\top u, \\sigma^2)`.
 
     Attributes (besides :class:`Node`'s): ``coef`` float64 ``[m]`` (one weight per parent),
-    ``intercept`` :math:`b_0` and ``scale`` :math:`\\sigma > 0` (floats).
+    ``intercept`` :math:`b_0` and ``scale`` :math:`\\sigma > 0` (floats). Its values are
+    float64 (:attr:`value_dtype`).
     """
+
+    value_dtype: torch.dtype | None = torch.float64
 
     coef: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
     intercept: float = 0.0
@@ -106,8 +114,10 @@ class ConditionalLinearGaussian(Node):
     Attributes (besides :class:`Node`'s): ``discrete`` the discrete parents (axes of the
     tables, in this order), ``continuous`` the other parents (in ``parents`` order),
     ``coef`` float64 ``[card(d_1), ..., card(d_k), m]``, ``intercept`` and ``scale`` float64
-    ``[card(d_1), ..., card(d_k)]``.
+    ``[card(d_1), ..., card(d_k)]``. Its values are float64 (:attr:`value_dtype`).
     """
+
+    value_dtype: torch.dtype | None = torch.float64
 
     discrete: tuple[str, ...] = ()
     continuous: tuple[str, ...] = ()
