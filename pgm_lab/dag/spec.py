@@ -12,6 +12,7 @@ A DAG spec maps node names to one of
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -82,11 +83,29 @@ class CPT:
         """Number of states of the node."""
         return int(self.table.shape[-1])
 
+    @functools.cached_property
+    def log_table(self) -> torch.Tensor:
+        """:math:`\\log (T / \\sum_k T_{\\cdot k})`, the log of the row-normalized table (what
+        ``Categorical(probs=...)`` stores), same shape and dtype as :attr:`table`; ``-inf``
+        where :math:`T = 0`. Computed once."""
+        return (self.table / self.table.sum(-1, keepdim=True)).log()
+
     def __call__(self, *values: torch.Tensor) -> dist.Categorical:
         """``Categorical(probs=table[v_1, ..., v_m])`` for parent state indices ``v_i``
-        (broadcast against each other; batch shape = their broadcast shape)."""
+        (broadcast against each other; batch shape = their broadcast shape), whose
+        ``logits`` are the exact :attr:`log_table` rows.
+
+        ``torch.distributions`` derives logits from ``probs`` clamped at machine epsilon,
+        so a zero-probability state would score :math:`\\log \\epsilon \\approx -36`
+        (float64) instead of :math:`-\\infty` at the sample sites of the Pyro program, and
+        entries below :math:`\\epsilon` would be wrong. Here ``log_prob`` (and every trace
+        log density) is :math:`\\log T[v_1, \\dots, v_m, x]` exactly, while draws are those of
+        the probability table itself (``torch.multinomial`` on ``probs``, as before).
+        """
         idx = tuple(torch.as_tensor(v).long() for v in values)
-        return dist.Categorical(probs=self.table[idx] if idx else self.table)
+        d = dist.Categorical(probs=self.table[idx] if idx else self.table)
+        d.logits = self.log_table[idx] if idx else self.log_table  # replaces the lazy clamp
+        return d
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,7 +287,8 @@ def cpt(
 
     Returns:
         a :class:`CPT`; the distribution for parent values ``v`` is
-        ``Categorical(probs=T[v_1, ..., v_m])`` and its samples are state indices.
+        ``Categorical(probs=T[v_1, ..., v_m])`` with exact logits :math:`\\log T` (no clamping
+        at machine epsilon), and its samples are state indices.
 
     Example:
         >>> c = cpt(["a"], [[0.9, 0.1], [0.2, 0.8]], states=["off", "on"])

@@ -1,5 +1,6 @@
 import math
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
@@ -50,3 +51,38 @@ def test_dag_log_prob_is_not_clamped_at_machine_epsilon():
     expected = torch.tensor([math.log(0.5) + 2 * math.log(1e-300),
                              math.log(0.5) + math.log(3e-300)], dtype=F64)
     torch.testing.assert_close(lp, expected, atol=0, rtol=1e-12)
+
+
+def _tiny_network() -> DAG:
+    return DAG({"a": cpt([], [1 - 1e-12, 1e-12]),
+                "b": cpt(["a"], [[0.5, 0.5, 0.0], [0.0, 1e-300, 1.0 - 1e-300]])})
+
+
+def test_trace_of_the_pyro_program_scores_tables_exactly():
+    # Categorical(probs=...) would score log(eps) = -36.04 for the zero and the 1e-300 entry
+    dag = _tiny_network()
+    data = {"a": torch.tensor([1, 1, 0, 1]), "b": torch.tensor([1, 2, 2, 0])}
+    tr = pyro.poutine.trace(dag.model).get_trace(data)
+    tr.compute_log_prob()
+    lp_a, lp_b = tr.nodes["a"]["log_prob"], tr.nodes["b"]["log_prob"]
+    torch.testing.assert_close(lp_a[0], torch.tensor(math.log(1e-12), dtype=F64),
+                               atol=0, rtol=1e-9)
+    torch.testing.assert_close(lp_b[0], torch.tensor(math.log(1e-300), dtype=F64),
+                               atol=0, rtol=1e-9)
+    assert lp_b[2] == -math.inf and lp_b[3] == -math.inf  # impossible configurations
+    assert tr.log_prob_sum() == -math.inf
+    # the same numbers as DAG.log_prob
+    torch.testing.assert_close(lp_a + lp_b, dag.log_prob(data), atol=0, rtol=1e-12)
+
+
+def test_pyro_program_draws_are_those_of_the_probability_tables():
+    # logits change how sites score, not what they draw: same seed, same states
+    spec = {"a": cpt([], [0.2, 0.8]), "b": cpt(["a"], [[0.1, 0.6, 0.3], [0.25, 0.25, 0.5]])}
+    dag = DAG(spec)
+    for seed in range(5):
+        pyro.set_rng_seed(seed)
+        tr = pyro.poutine.trace(dag.model).get_trace(size=5000)
+        pyro.set_rng_seed(seed)
+        a = dist.Categorical(probs=spec["a"].table).expand([5000]).sample()
+        b = dist.Categorical(probs=spec["b"].table[a]).sample()
+        assert torch.equal(tr.nodes["a"]["value"], a) and torch.equal(tr.nodes["b"]["value"], b)
