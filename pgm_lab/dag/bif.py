@@ -588,8 +588,9 @@ def to_bif(dag: DAG, path: str | os.PathLike | None = None) -> str:
     if cont:
         raise DAGError(f"BIF holds discrete networks only; nodes {cont} are not discrete")
     order = list(dag.spec)
-    if not _SAFE_NAME.fullmatch(dag.name):
-        raise DAGError(f"network name {dag.name!r} is not a valid BIF name (no spaces or "
+    name = "unknown" if dag.name is None else dag.name  # the grammar needs a name
+    if not _SAFE_NAME.fullmatch(name):
+        raise DAGError(f"network name {name!r} is not a valid BIF name (no spaces or "
                        "{}[]();,| characters)")
     for n in order:
         for s in (n, *info[n].states):
@@ -602,7 +603,7 @@ def to_bif(dag: DAG, path: str | os.PathLike | None = None) -> str:
     for owner, ps in props.items():
         for prop in ps:
             _check_property(prop, owner)
-    lines = [f"network {dag.name} {{"]
+    lines = [f"network {name} {{"]
     lines += [f"  property {p};" for p in dag.properties]
     lines.append("}")
     for n in order:

@@ -75,7 +75,9 @@ class DAG:
         spec: mapping from node name to a root distribution, a callable whose argument names
             are its parents, :func:`~pgm_lab.dag.node` or :func:`~pgm_lab.dag.cpt`. Discrete
             tables, continuous distributions and neural-network conditionals can be mixed.
-        name: a label (the BIF ``network`` name).
+        name: a label (the BIF ``network`` name), or ``None`` (default) for an unnamed
+            network: its rendering is an anonymous ``digraph {``, and :meth:`to_bif` writes
+            the placeholder ``network unknown``, as bnlearn and pgmpy do.
 
     Raises:
         DAGError: unknown parents (with close-name suggestions), cycles (printed as
@@ -91,8 +93,11 @@ class DAG:
         'p(a) p(b | a) p(c | a)'
     """
 
-    def __init__(self, spec: Mapping[str, Any], *, name: str = "unknown",
+    def __init__(self, spec: Mapping[str, Any], *, name: str | None = None,
                  properties: Sequence[str] = ()) -> None:
+        if name is not None and not isinstance(name, str):
+            raise DAGError(f"DAG name must be a string or None, got {type(name).__name__}; "
+                           "try name='my_network'")
         if not isinstance(spec, Mapping) or not spec:
             raise DAGError(f"DAG spec must be a non-empty mapping name -> distribution, "
                            f"callable, node(...) or cpt(...), got {type(spec).__name__}")
@@ -102,7 +107,7 @@ class DAG:
         self._spec: dict[str, Node | CPT] = {k: as_node(k, v) for k, v in spec.items()}
         self._parents = {k: v.parents for k, v in self._spec.items()}
         self.nodes: tuple[str, ...] = topological_order(self._parents)
-        self.name = name
+        self.name: str | None = name
         self.properties = tuple(properties)
         self._evidence: dict[str, torch.Tensor] = {}
         self._interventions: dict[str, Any] = {}

@@ -55,7 +55,8 @@ def render(dag: DAG, filename: str | os.PathLike | None = None, format: str = "p
         format: any graphviz output format (``"png"``, ``"svg"``, ``"pdf"``...).
 
     Returns:
-        the Digraph (its ``.source`` is the DOT text).
+        the Digraph (its ``.source`` is the DOT text), named after ``dag.name``; an unnamed
+        DAG (``name=None``) gives an anonymous ``digraph {``.
 
     Warns:
         pgm_lab.errors.PgmLabWarning: the ``dot`` binary is missing; ``filename.gv`` (DOT

@@ -13,7 +13,9 @@ BUNDLED = ["alarm", "asia", "cancer", "child", "earthquake", "sachs", "survey"]
 
 
 def _same(a: DAG, b: DAG) -> None:
-    assert a.nodes == b.nodes and a.edges == b.edges and a.name == b.name
+    """``b`` read back from ``a``'s BIF: an unnamed ``a`` is written as ``network unknown``."""
+    name = "unknown" if a.name is None else a.name
+    assert a.nodes == b.nodes and a.edges == b.edges and b.name == name
     for n in a.nodes:
         assert a.states(n) == b.states(n)
         assert torch.equal(a.tables([n])[n], b.tables([n])[n])  # bit-exact
@@ -286,3 +288,21 @@ def test_undeclared_long_variable_name_is_clipped_in_the_hint_too():
     with pytest.raises(DAGError, match="not declared") as info:
         parse_bif(text)
     assert len(str(info.value)) < 400 and "'variable <name> { type discrete" in str(info.value)
+
+
+def test_an_unnamed_dag_is_written_with_the_placeholder_name_pgmpy_reads():
+    # the grammar needs a network name; bnlearn and pgmpy's writer use "unknown"
+    dag = DAG({"a": cpt([], [0.25, 0.75]), "b": cpt(["a"], [[0.5, 0.5], [0.1, 0.9]])})
+    assert dag.name is None
+    text = dag.to_bif()
+    assert text.startswith("network unknown {\n}\n")
+    back = parse_bif(text)
+    _same(dag, back)
+    assert back.to_bif() == text
+    named = DAG(dag.spec, name="mine")
+    assert parse_bif(named.to_bif()).name == "mine"
+    _, _, _, BIFReader = pgmpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = BIFReader(string=text).get_model()
+    assert model.name == "unknown" and sorted(model.nodes()) == ["a", "b"]

@@ -41,3 +41,18 @@ def test_text_picture_lists_parents_states_and_markers():
 
     dag = DAG({"a": dist.Bernoulli(0.5), "y": lambda a: dist.Normal(a, 1.0)}).condition({"y": 0.3})
     assert to_text(dag) == "a [2 states]\ny [continuous] <- a  (observed)"
+
+
+def test_an_unnamed_dag_renders_an_anonymous_digraph():
+    import pyro.distributions as dist
+
+    from pgm_lab.dag import DAG
+    from pgm_lab.errors import DAGError
+
+    spec = {"a": dist.Bernoulli(0.5), "b": lambda a: dist.Normal(a, 1.0)}
+    assert DAG(spec).name is None
+    assert DAG(spec).render().source.startswith("digraph {\n")
+    assert DAG(spec, name="mine").render().source.startswith("digraph mine {\n")
+    assert read_bif("asia").render().source.startswith("digraph asia {\n")
+    with pytest.raises(DAGError, match="string or None, got int"):
+        DAG(spec, name=3)
