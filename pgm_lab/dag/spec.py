@@ -163,9 +163,10 @@ def gaussian(parents: Sequence[str], coef: Sequence[float] | torch.Tensor,
     A network of linear-Gaussian nodes is one multivariate normal, so
     :meth:`~pgm_lab.dag.DAG.posterior` and ``log_evidence(method="exact")`` are exact and
     closed form there (:mod:`pgm_lab.dag.lingauss`), and :meth:`~pgm_lab.dag.DAG.fit` is
-    least squares. Given its discrete nodes a CLG network is one too, so the posterior of
-    discrete nodes given continuous evidence is exact by enumeration
-    (:mod:`pgm_lab.dag.clg`).
+    least squares. Given its discrete nodes a CLG network is one too, so posteriors given
+    discrete and continuous evidence are exact by enumeration of the discrete
+    configurations (:mod:`pgm_lab.dag.clg`): probabilities for discrete queries, a mixture
+    of Gaussians for continuous ones.
 
     Args:
         parents: names of the parents.
