@@ -19,7 +19,7 @@ import torch
 from ..distributed import evaluate_sharded
 from ..errors import ConfigError, InferenceError
 from .bounds import CHUNK_ELEMENTS, _batched, _check_count, _per_particle_elements
-from .path import AnnealingPath, PathPoint, State
+from .path import AnnealingPath, PathGrad, PathPoint, State
 
 __all__ = ["AISEstimate", "ais", "anneal", "sigmoid_schedule", "TARGET_ACCEPT", "ADAPT_RATE"]
 
@@ -79,50 +79,58 @@ def _kinetic(path: AnnealingPath, momentum: State) -> torch.Tensor:
     return 0.5 * sum(path.per_point(s, momentum[s.name] ** 2) for s in path.sites)
 
 
-def _nonfinite(path: AnnealingPath, values: State) -> torch.Tensor:
-    """``[C, N]``: whether any entry of the chain-and-point's values is NaN or infinite."""
-    return sum(path.per_point(s, (~torch.isfinite(values[s.name])).to(values[s.name].dtype))
-               for s in path.sites) > 0
-
-
-def _hmc(path: AnnealingPath, state: State, point: PathPoint, grad: State, beta: float,
+def _hmc(path: AnnealingPath, state: State, point: PathPoint, grad: PathGrad, beta: float,
          step_size: torch.Tensor, leapfrog_steps: int
-         ) -> tuple[State, PathPoint, torch.Tensor]:
+         ) -> tuple[State, PathPoint, PathGrad, torch.Tensor]:
     """One HMC transition leaving :math:`\\pi_\\beta` invariant, per chain and data point.
 
     Identity mass matrix; ``step_size [N]`` is shared by the chains of a point. Each
     ``(c, n)`` has its own Metropolis accept/reject (the target factorizes over them). A
-    trajectory that reaches a non-finite position, density or gradient, or a latent outside its
-    support in floating point, is frozen at its start (so the model never sees such values)
-    and rejected. Returns the new state, its
-    :class:`~pgm_lab.infer.path.PathPoint` and the acceptance probabilities ``[C, N]``.
+    trajectory that reaches a non-finite position or density, or a latent outside its support
+    in floating point, is frozen at its start (so the model never sees such values) and
+    rejected; a non-finite gradient makes the momentum non-finite, hence the next position
+    (or, at the last leapfrog step, the kinetic energy), so it is rejected too.
+
+    ``point`` and ``grad`` (a :class:`~pgm_lab.infer.path.PathGrad`, valid for any
+    :math:`\\beta`) are those of ``state``; the last leapfrog step computes them at the
+    proposal, so that the next transition starts without evaluating the model again: a
+    transition costs ``leapfrog_steps`` gradient evaluations. Returns the new state, its
+    :class:`~pgm_lab.infer.path.PathPoint` and :class:`~pgm_lab.infer.path.PathGrad`, and the
+    acceptance probabilities ``[C, N]``.
     """
     eps = {s.name: path.align(s, step_size) for s in path.sites}
     momentum = {n: torch.randn_like(v) for n, v in state.items()}
     h0 = _kinetic(path, momentum) - point.log_density(beta)
     u = dict(state)
-    p = {n: momentum[n] + 0.5 * eps[n] * grad[n] for n in u}
+    p = {n: torch.addcmul(momentum[n], eps[n], g, value=0.5)
+         for n, g in grad.at(beta).items()}
     diverged = torch.zeros_like(h0, dtype=torch.bool)
     for i in range(leapfrog_steps):
-        u = {n: u[n] + eps[n] * p[n] for n in u}
+        u = {n: torch.addcmul(u[n], eps[n], p[n]) for n in u}
         diverged = diverged | path.invalid(u)
+        # A diverged (c, n) restarts from its start at every remaining step: its momentum may
+        # be non-finite, but it is rejected below whatever its trajectory.
         u = {s.name: torch.where(path.align(s, diverged), state[s.name], u[s.name])
              for s in path.sites}
-        new_point, new_grad = path.point_and_grad(u, beta)
-        diverged = diverged | ~torch.isfinite(new_point.log_density(beta)) \
-            | _nonfinite(path, new_grad)
-        half = 0.5 if i == leapfrog_steps - 1 else 1.0
-        p = {s.name: torch.where(path.align(s, diverged), 0.0,
-                                 p[s.name] + half * eps[s.name] * new_grad[s.name])
-             for s in path.sites}
-    log_accept = h0 - (_kinetic(path, p) - new_point.log_density(beta))
+        if i < leapfrog_steps - 1:
+            new_point, new_grad = path.point_and_grad(u, beta)
+            half = 1.0
+        else:
+            new_point, new_parts = path.point_and_grad_parts(u)
+            new_grad, half = new_parts.at(beta), 0.5
+        new_log_pi = new_point.log_density(beta)
+        diverged = diverged | ~torch.isfinite(new_log_pi)
+        p = {n: torch.addcmul(p[n], eps[n], new_grad[n], value=half) for n in p}
+    log_accept = h0 - (_kinetic(path, p) - new_log_pi)
     log_accept = torch.where(diverged | torch.isnan(log_accept), -math.inf, log_accept)
     accept_prob = log_accept.clamp(max=0.0).exp()
     accept = torch.rand_like(accept_prob).log() < log_accept
-    for s in path.sites:
-        u[s.name] = torch.where(path.align(s, accept), u[s.name], state[s.name])
+    keep = {s.name: path.align(s, accept) for s in path.sites}
+    u = {n: torch.where(keep[n], u[n], state[n]) for n in u}
+    grad = PathGrad(*({n: torch.where(keep[n], new[n], old[n]) for n in new}
+                      for new, old in zip(new_parts, grad)))
     point = PathPoint(*(torch.where(accept, a, b) for a, b in zip(new_point, point)))
-    return u, point, accept_prob
+    return u, point, grad, accept_prob
 
 
 def anneal(path: AnnealingPath, state: State, betas: torch.Tensor, *, leapfrog_steps: int,
@@ -153,8 +161,7 @@ def anneal(path: AnnealingPath, state: State, betas: torch.Tensor, *, leapfrog_s
     +0.000 ± 0.002). ``tuning_chains=0`` keeps ``step_size`` fixed.
     """
     num_chains = next(iter(state.values())).shape[0] - tuning_chains
-    with torch.no_grad():
-        point = path.point(state)
+    point, grad = path.point_and_grad_parts(state)
     n = point.base.shape[1]
     log_w = torch.zeros_like(point.base)
     log_eps = torch.full((n,), math.log(step_size), dtype=point.base.dtype,
@@ -170,9 +177,8 @@ def anneal(path: AnnealingPath, state: State, betas: torch.Tensor, *, leapfrog_s
                 "base densities; check the model's parameters and the guide for NaN")
         if t == num_steps:
             break
-        point, grad = path.point_and_grad(state, beta)
-        state, point, accept_prob = _hmc(path, state, point, grad, beta, log_eps.exp(),
-                                         leapfrog_steps)
+        state, point, grad, accept_prob = _hmc(path, state, point, grad, beta,
+                                               log_eps.exp(), leapfrog_steps)
         accept_total = accept_total + accept_prob[:num_chains].mean(0)
         if tuning_chains:
             tuned = accept_prob[num_chains:].mean(0)

@@ -32,7 +32,7 @@ from torch.distributions.transforms import ComposeTransform, IndependentTransfor
 from ..errors import ConfigError, InferenceError
 from .weights import PARTICLE_PLATE, guess_max_plate_nesting, per_point, per_point_log_prob
 
-__all__ = ["INITS", "LatentSite", "PathPoint", "AnnealingPath"]
+__all__ = ["INITS", "LatentSite", "PathPoint", "PathGrad", "AnnealingPath"]
 
 INITS = ("guide", "prior")
 
@@ -188,13 +188,20 @@ class AnnealingPath:
         boundary of its support in floating point, i.e. does not map back to a finite value
         (e.g. ``exp(u)`` underflowing to 0, which a Gamma's closed support admits but a
         LogNormal guide's does not)."""
-        bad: torch.Tensor | float = 0.0
-        for s in self.sites:
-            u = state[s.name]
-            if not s.identity:
-                u = s.transform.inv(s.transform(u))
-            bad = bad + self.per_point(s, (~torch.isfinite(u)).to(u.dtype))
-        return bad > 0
+        bad = [self._site_invalid(s, state[s.name]) for s in self.sites]
+        for site_bad in bad[1:]:
+            bad[0] = bad[0] | site_bad
+        return bad[0]
+
+    def _site_invalid(self, site: LatentSite, u: torch.Tensor) -> torch.Tensor:
+        """``[C, N]`` :meth:`invalid` of one site's values ``u``."""
+        if not site.identity:
+            u = site.transform.inv(site.transform(u))
+        finite = torch.isfinite(u)
+        if site.event_dim:  # one reduction over the event (all), not a cast and a sum
+            finite = finite.flatten(-site.event_dim).all(-1)
+        bad = self.per_point(site._replace(event_dim=0), finite.logical_not_())
+        return bad if bad.dtype == torch.bool else bad > 0  # other plates summed as ints
 
     def align(self, site: LatentSite, per_cn: torch.Tensor) -> torch.Tensor:
         """``[C, N]`` or ``[N]`` reshaped to broadcast against the site's values."""
@@ -265,3 +272,47 @@ class AnnealingPath:
             pt = self.point(leaves)
             grads = torch.autograd.grad(pt.log_density(beta).sum(), list(leaves.values()))
         return PathPoint(*(t.detach() for t in pt)), dict(zip(leaves, grads))
+
+    def point_and_grad_parts(self, state: State) -> tuple[PathPoint, PathGrad]:
+        """:meth:`point` (detached) and the :class:`PathGrad` at ``state``, from which
+        :math:`\\nabla_u \\log \\pi_\\beta` follows for every :math:`\\beta`.
+
+        One forward evaluation and two backward passes: the one of ``log_ratio`` (through the
+        model) and the one of ``base + log_jacobian`` (through :math:`f_0` and the transforms
+        only). A part that does not depend on a site has a zero gradient there.
+        """
+        leaves = {n: v.detach().requires_grad_() for n, v in state.items()}
+        inputs = list(leaves.values())
+        with torch.enable_grad():
+            pt = self.point(leaves)
+            fixed = pt.base + pt.log_jacobian
+            ratio = _grad(pt.log_ratio, inputs, retain_graph=fixed.requires_grad)
+            fixed = _grad(fixed, inputs, retain_graph=False)
+        return (PathPoint(*(t.detach() for t in pt)),
+                PathGrad(dict(zip(leaves, fixed)), dict(zip(leaves, ratio))))
+
+
+class PathGrad(NamedTuple):
+    """Gradients at one state, per site ``{site: [C, ..., N, ..., *event]}``:
+    :math:`\\nabla_u \\log \\pi_\\beta = \\text{fixed} + \\beta \\cdot \\text{ratio}`.
+
+    Attributes:
+        fixed: :math:`\\nabla_u [\\log f_0(z) + \\log |\\det \\partial z / \\partial u|]`.
+        ratio: :math:`\\nabla_u [\\log p(x, z) - \\log f_0(z)]`.
+    """
+
+    fixed: State
+    ratio: State
+
+    def at(self, beta: float) -> State:
+        """:math:`\\nabla_u \\log \\pi_\\beta` per site."""
+        return {n: torch.add(g, self.ratio[n], alpha=beta) for n, g in self.fixed.items()}
+
+
+def _grad(output: torch.Tensor, inputs: list[torch.Tensor], *, retain_graph: bool
+          ) -> tuple[torch.Tensor, ...]:
+    """Gradients of ``output.sum()`` with respect to ``inputs`` (zeros where unused)."""
+    if not output.requires_grad:
+        return tuple(torch.zeros_like(t) for t in inputs)
+    return torch.autograd.grad(output.sum(), inputs, retain_graph=retain_graph,
+                               materialize_grads=True)

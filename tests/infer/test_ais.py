@@ -233,3 +233,52 @@ def test_diverging_trajectories_are_rejected_without_reaching_the_model():
               return_result=True)
     assert bool(torch.isfinite(res.log_px).all())
     assert float(res.acceptance.max()) < 1e-3
+
+
+@pytest.mark.parametrize("init", ["prior", "guide"])
+def test_gradient_parts_give_the_gradient_at_every_beta(init):
+    # Gamma latent: a non-identity transform, so the Jacobian is part of the fixed gradient.
+    gp = GammaPoisson()
+    x = torch.tensor([0.0, 2.0, 7.0, 30.0], dtype=torch.float64)
+    path = AnnealingPath(gp.model, gp.guide, (x,), {}, num_chains=3, init=init)
+    state = path.initial_state()
+    point, parts = path.point_and_grad_parts(state)
+    for beta in (0.0, 0.37, 1.0):
+        direct_point, direct = path.point_and_grad(state, beta)
+        torch.testing.assert_close(parts.at(beta)["z"], direct["z"])
+        torch.testing.assert_close(point.log_density(beta), direct_point.log_density(beta))
+    assert float(parts.ratio["z"].abs().min()) > 0  # the likelihood's share is not dropped
+
+
+def test_a_transition_evaluates_the_model_leapfrog_steps_times(lg):
+    """The last leapfrog step's gradient starts the next transition: ``L`` model evaluations
+    per transition, not ``L + 1`` (one more at the start of each)."""
+    calls = []
+
+    def model(x):
+        calls.append(1)
+        lg.model(x)
+
+    x = lg.sample(6, seed=6)
+    counts = []
+    for steps in (5, 9):
+        calls.clear()
+        ais(model, None, x, num_steps=steps, leapfrog_steps=3, init="prior", num_chains=2)
+        counts.append(len(calls))
+    assert counts[1] - counts[0] == (9 - 5) * 3
+
+
+def test_trajectories_with_a_nan_gradient_are_rejected():
+    # The factor is 0 everywhere but its gradient is NaN above 2 (where() of a NaN branch),
+    # while the likelihood pulls z toward 4: no chain may end up above 2.
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=torch.float64), 0.5))
+            pyro.factor("nan_grad", torch.where(z > 2, 0.0 * z, 0.0 * (2 - z).sqrt()))
+            pyro.sample("x", dist.Normal(z[..., None], 0.2).to_event(1), obs=x)
+
+    x = torch.full((20, 4), 4.0, dtype=torch.float64)
+    res = ais(model, None, x, num_steps=50, num_chains=4, init="prior", return_result=True)
+    assert bool(torch.isfinite(res.log_px).all())
+    assert float(res.samples["z"].max()) <= 2.0
+    assert float(res.samples["z"].max()) > 1.0  # the chains did move toward the likelihood
