@@ -97,6 +97,21 @@ def summarize(log_w: torch.Tensor) -> ImportanceResult:
     return ImportanceResult(est, stderr, ess, log_w)
 
 
+def _observed(cond: DAG, example: str) -> tuple[dict[str, torch.Tensor], int | None]:
+    """The observed values of ``cond`` and their common batch size ``B`` (``None``: every
+    value is a scalar); DAGError without evidence (suggesting ``example``) or with evidence
+    tensors of different lengths."""
+    if not cond._evidence:
+        raise DAGError("importance sampling needs evidence: expected at least one observed "
+                       f"node, got none; try {example}")
+    obs = {k: cond._to_value(k, v) for k, v in cond._evidence.items()}
+    sizes = cond._batch_sizes(obs)
+    if len(sizes) > 1:
+        raise DAGError(f"expected one batch size B for all evidence tensors, got lengths "
+                       f"{sorted(sizes)}; try tensors [B] of equal length")
+    return obs, (sizes.pop() if sizes else None)
+
+
 def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None, *,
                             num_samples: int = 1000, guide: Callable | None = None,
                             seed: int | None = None) -> ImportanceResult:
@@ -117,15 +132,7 @@ def importance_log_evidence(dag: DAG, evidence: Mapping[str, Any] | None = None,
     """
     num_samples = positive_int(num_samples, "num_samples", ConfigError)
     cond = dag.condition(evidence or {})
-    if not cond._evidence:
-        raise DAGError("importance sampling needs evidence: expected at least one observed "
-                       "node, got none; try log_evidence({'node': value}, method='importance')")
-    obs = {k: cond._to_value(k, v) for k, v in cond._evidence.items()}
-    sizes = cond._batch_sizes(obs)
-    if len(sizes) > 1:
-        raise DAGError(f"expected one batch size B for all evidence tensors, got lengths "
-                       f"{sorted(sizes)}; try tensors [B] of equal length")
-    b = sizes.pop() if sizes else None
+    obs, b = _observed(cond, "log_evidence({'node': value}, method='importance')")
     with forked_rng(seed):
         if guide is None:
             shape = (num_samples,) if b is None else (num_samples, b)
@@ -203,16 +210,8 @@ def importance_posterior(dag: DAG, query: str, evidence: Mapping[str, Any] | Non
     cond = dag.condition(evidence or {})
     if query in cond._evidence:
         raise DAGError(f"expected an unobserved query node, got observed {query!r}")
-    if not cond._evidence:
-        raise DAGError("importance sampling needs evidence: expected at least one observed "
-                       "node, got none; try posterior('a', {'b': 0.3}, method='importance')")
+    obs, b = _observed(cond, "posterior('a', {'b': 0.3}, method='importance')")
     num_samples = positive_int(num_samples, "num_samples", ConfigError)
-    obs = {k: cond._to_value(k, v) for k, v in cond._evidence.items()}
-    sizes = cond._batch_sizes(obs)
-    if len(sizes) > 1:
-        raise DAGError(f"expected one batch size B for all evidence tensors, got lengths "
-                       f"{sorted(sizes)}; try tensors [B] of equal length")
-    b = sizes.pop() if sizes else None
     shape = (num_samples,) if b is None else (num_samples, b)
     with forked_rng(seed), torch.no_grad():
         values, log_w = cond._ancestral(shape, obs)
