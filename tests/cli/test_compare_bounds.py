@@ -138,6 +138,14 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     assert (out / "samples_iwae-2.png").is_file()
 
 
+def _exit_code(argv: list[str]) -> int:
+    """``main(argv)``'s exit status, also when argparse exits with SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.mark.parametrize(("extra", "code", "message"), [
     # usage errors (2) are refused by argparse, before any data is loaded
     (["--objectives", "vae"], 2, "argument --objectives: unknown objective 'vae'"),
@@ -166,12 +174,7 @@ def test_mnist_from_tiny_idx_files(tmp_path):
     (["--dataset", "mnist", "--data-dir", "/"], 1, "MNIST train files not found"),
 ])
 def test_bad_options_exit_with_a_clear_error(tmp_path, capsys, extra, code, message):
-    argv = ["compare-bounds", "--out", str(tmp_path), *extra]
-    try:
-        got = main(argv)
-    except SystemExit as exc:
-        got = exc.code
-    assert got == code
+    assert _exit_code(["compare-bounds", "--out", str(tmp_path), *extra]) == code
     err = capsys.readouterr().err
     assert message in err and len(err.splitlines()) == 1
 
@@ -277,11 +280,7 @@ def test_a_bad_model_factory_is_one_clear_line(tmp_path, capsys, spec, code, mes
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     argv = ["compare-bounds", *TINY, "--epochs", "1", "--objectives", "elbo",
             "--model", str(tmp_path / spec), "--out", str(tmp_path / "out")]
-    try:
-        got = main(argv)
-    except SystemExit as exc:
-        got = exc.code
-    assert got == code
+    assert _exit_code(argv) == code
     err = capsys.readouterr().err
     assert message in err and len(err.splitlines()) == 1
     assert "--model" in err
